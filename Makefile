@@ -44,7 +44,7 @@ sync-check: env
 ## test: sync check, pytest over tests/, and every notebook (heavy cells flagged `slow` are skipped)
 test: data sync-check
 	$(BIN)/pytest -q tests
-	$(BIN)/nbdev_test --n_workers 0 --timing   # serial: HF collator seeding refuses pool workers
+	$(BIN)/nbdev_test --n_workers 0 --timing   # serial: one torch import for all notebooks, faster here
 
 ## test-slow: the same with the heavy notebook cells too
 test-slow: data

@@ -176,8 +176,12 @@ def mlm_collator(tokenizer, # tokenizer of the model (needs a mask token)
                  ):
     "BERT-style (80/10/10) masking collator; the same seed gives the same masks."
     if not 0 < mlm_probability < 1: raise DasError(f"mlm_probability={mlm_probability} is not in (0, 1)", "use e.g. 0.15 (BERT, the paper)")
-    return DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=True, mlm_probability=mlm_probability,
+    coll = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=True, mlm_probability=mlm_probability,
                                            mask_replace_prob=0.8, random_replace_prob=0.1, seed=seed)
+    # Create the generator now: transformers would create it lazily and refuse in any non-main process that is not
+    # a DataLoader worker (a test runner's process pool, for instance). Our collators are never used in DataLoader workers.
+    if seed is not None: coll.generator = coll.get_generator(seed)
+    return coll
 
 # %% ../nbs/02_model.ipynb
 _MASK_CHUNK = 256  # rows masked per collator call in evaluation: masks must not depend on batch_size

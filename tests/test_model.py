@@ -110,3 +110,18 @@ def test_real_base_model_warmup(tmp_path):
     h = warmup(m, tok, sents * 4, sents, steps=2, batch_size=4, max_len=32, lr_encoder=1e-4, lr_head=2e-3,
                warmup_ratio=0.0, seed=0, log_every=1, progress=False)
     assert len(h['loss']) == 2 and all(np.isfinite(h['loss'])) and h['heldout'][-1]['n_masked'] > 0
+
+
+def _masked_ids_sum(seed):
+    from das.model import mlm_collator, tiny_tokenizer
+    rows = [{'input_ids': list(range(5, 40))} for _ in range(4)]
+    return int(mlm_collator(tiny_tokenizer(), seed=seed)(rows)['input_ids'].sum())
+
+
+def test_seeded_collator_in_a_worker_process():
+    "Test runners (nbdev_test) run notebooks in process pools: seeded masking works there, with the main process's masks."
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as ex:
+        got = ex.submit(_masked_ids_sum, 1).result()
+    assert got == _masked_ids_sum(1)
