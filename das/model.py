@@ -61,12 +61,15 @@ def _quiet_transformers():
 def load_mlm(path, # local checkpoint folder (BERT or RoBERTa family)
              dropout: float | None = None, # override hidden and attention dropout (None: keep the config's)
              verbose: bool = True, # print which weights were newly initialised
+             seed: int = 0, # seed of the weights the checkpoint lacks (e.g. a new MLM head)
              ):
     "Load a masked LM and its tokenizer from a local folder, offline; returns (model, tokenizer)."
     check_mlm_dir(path)
     kw = {} if dropout is None else dict(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     with _quiet_transformers():
-        model, info = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kw)
+        with torch.random.fork_rng(devices=[]):   # new weights depend on `seed` only, not on the caller's RNG state
+            torch.manual_seed(seed)
+            model, info = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kw)
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     new, unused = sorted(info['missing_keys']), sorted(info['unexpected_keys'])
     model.das_loading_info = {'newly_initialised': new, 'unused': unused}

@@ -125,3 +125,15 @@ def test_seeded_collator_in_a_worker_process():
     with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as ex:
         got = ex.submit(_masked_ids_sum, 1).result()
     assert got == _masked_ids_sum(1)
+
+
+def test_load_mlm_new_head_is_seeded():
+    "The base model lacks an MLM head: its new weights depend on load_mlm's seed only, not on the global RNG state."
+    import torch
+    from das.data import base_model_dir
+    from das.model import load_mlm
+    torch.manual_seed(123); a, _ = load_mlm(base_model_dir(), verbose=False)
+    torch.manual_seed(456); b, _ = load_mlm(base_model_dir(), verbose=False)
+    c, _ = load_mlm(base_model_dir(), verbose=False, seed=1)
+    wa, wb, wc = (m.cls.predictions.transform.dense.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
