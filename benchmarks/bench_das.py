@@ -29,6 +29,7 @@ from das.softmask import SoftMask  # noqa: E402
 VARIANTS = {  # name: dap_loss flags
     'ncl': dict(contrast=False),
     'das': dict(),                                               # ours: positive and negative without gradient
+    'das_half_rows': dict(contrast_rows='half'),                 # contrast on the first half of the batch's rows
     'das_paper_views': dict(positive_grad=True),                 # anchor and positive with gradient
     'das_reference': dict(positive_grad=True, negative_grad=True),  # all four views with gradient
 }
@@ -53,7 +54,8 @@ def setup(batch_size: int, max_len: int, seed: int = 0):
 
 class Stepper:
     "One full training step of a variant: dap_loss, backward, soft mask, AdamW step."
-    def __init__(self, model, importance, flags, gates, lr=1e-5):
+    def __init__(self, model, importance, flags, gates, lr=1e-5, batch_size=16):
+        flags = {k: batch_size // 2 if v == 'half' else v for k, v in flags.items()}
         self.model, self.flags, self.importance = model, flags, importance
         self.net, self.gates = Encoder(model), gates
         self.sm = SoftMask(model, importance)
@@ -71,7 +73,7 @@ class Stepper:
 def time_steps(model, importance, batch, variants, steps, warmup):
     model.train()
     gates = UnitGates(model)
-    steppers = {v: Stepper(model, importance, VARIANTS[v], gates) for v in variants}
+    steppers = {v: Stepper(model, importance, VARIANTS[v], gates, batch_size=batch['input_ids'].shape[0]) for v in variants}
     times = {v: [] for v in variants}
     for i in range(warmup + steps):
         for v in variants:
@@ -81,9 +83,9 @@ def time_steps(model, importance, batch, variants, steps, warmup):
     return times
 
 
-def importance_throughput(model, batches, loss):
+def importance_throughput(model, batches, loss, **kw):
     st = {}
-    compute_importance(model, batches, loss=loss, stats=st)
+    compute_importance(model, batches, loss=loss, stats=st, **kw)
     return st['n_tokens'] / st['seconds'], st
 
 
@@ -122,7 +124,7 @@ def main(argv=None):
     ap.add_argument('--warmup', type=int, default=2, help='unmeasured steps per variant first')
     ap.add_argument('--batch-size', type=int, default=16)
     ap.add_argument('--max-len', type=int, default=128)
-    ap.add_argument('--variants', default='ncl,das,das_paper_views', help=f'comma list from {list(VARIANTS)}')
+    ap.add_argument('--variants', default='ncl,das,das_half_rows,das_paper_views', help=f'comma list from {list(VARIANTS)}')
     ap.add_argument('--no-agreement', action='store_true', help='skip the gradient agreement of the contrast forms')
     ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s default)')
     ap.add_argument('--skip-importance', action='store_true', help='skip the importance throughput')
@@ -156,11 +158,11 @@ def main(argv=None):
 
     res['importance'] = {}
     if not a.skip_importance: print('\nimportance pass throughput (das.importance.compute_importance, 2 batches):')
-    for loss in () if a.skip_importance else ('kl', 'mlm'):
-        tps, st = importance_throughput(model, batches[3:5], loss)
-        res['importance'][loss] = {'tokens_per_s': tps, 'ratio_vs_mlm_training': tps / mlm_tps, 'seconds': st['seconds'],
+    for name, loss, kw in () if a.skip_importance else (('kl', 'kl', {}), ('kl_two_views', 'kl', {'grad_views': 2}), ('mlm', 'mlm', {})):
+        tps, st = importance_throughput(model, batches[3:5], loss, **kw)
+        res['importance'][name] = {'tokens_per_s': tps, 'ratio_vs_mlm_training': tps / mlm_tps, 'seconds': st['seconds'],
                                    'n_tokens': st['n_tokens']}
-        print(f'  {loss:4s} {tps:8.0f} tokens/s   x{tps / mlm_tps:.2f} MLM training throughput ({mlm_tps:.0f} tokens/s)')
+        print(f'  {name:12s} {tps:8.0f} tokens/s   x{tps / mlm_tps:.2f} MLM training throughput ({mlm_tps:.0f} tokens/s)')
 
     if not a.no_agreement:
         half = {k: v[: a.batch_size // 2] for k, v in batches[0].items()}

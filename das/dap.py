@@ -106,19 +106,20 @@ class Encoder(nn.Module):
     def forward(self, input_ids, attention_mask=None): return encode(self.model, input_ids, attention_mask)
 
 # %% ../nbs/07_dap.ipynb
-def _views(net, gates, importance, rows, B, am):
-    "Run `rows` [(name, input, gated, grad)] in one call per grad setting; {name: hidden (B, T, d)}."
+def _views(net, gates, importance, rows):
+    "Run `rows` [(name, input, attention mask, gated, grad)] in one call per grad setting; {name: hidden (b, T, d)}."
     out = {}
     for grad in (True, False):
-        part = [r for r in rows if r[3] == grad]
+        part = [r for r in rows if r[4] == grad]
         if not part: continue
-        gated = torch.tensor([r[2] for r in part]).repeat_interleave(B)
+        sizes = [r[1].shape[0] for r in part]
+        gated = torch.cat([torch.full((s,), r[3]) for s, r in zip(sizes, part)])
         if gated.all(): ctx = gates.gated(importance)
         elif gated.any(): ctx = gates.gated(UnitGates.rows(importance, gated))   # per-example gates
         else: ctx = contextlib.nullcontext()
         with torch.set_grad_enabled(grad), ctx:
-            h = net(torch.cat([r[1] for r in part]), am.repeat(len(part), 1))
-        out.update(zip([r[0] for r in part], h.split(B)))
+            h = net(torch.cat([r[1] for r in part]), torch.cat([r[2] for r in part]))
+        out.update(zip([r[0] for r in part], h.split(sizes)))
     return out
 
 def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate for data parallelism
@@ -132,6 +133,7 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
              positive_grad: bool = False, # gradient through the positives too (the paper; ~25% more compute)
              negative_grad: bool = False, # gradient through the negatives too (the reference code)
              accelerator=None, # accelerate.Accelerator when several processes train together
+             contrast_rows: int | None = None, # global rows that enter the contrast (None: all; the first rows of each shard)
             ) -> dict:
     "Loss of one DAP step ('loss', to backward) and its global parts: 'mlm', 'contrast', 'accuracy', 'n_masked'."
     masked, labels = batch['input_ids'], batch['labels']
@@ -140,11 +142,15 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
     B, world = masked.shape[0], 1 if accelerator is None else accelerator.num_processes
     use_neg = contrast and importance is not None
     if use_neg and gates is None: raise DasError("negatives need gates on the model", "pass gates=UnitGates(model)")
-    ids = unmasked_ids(batch)
-    rows = [('mlm', masked, False, True)]                     # (name, input, gated, with gradient)
-    if contrast: rows += [('anchor', ids, False, True), ('positive', ids, False, positive_grad)]
-    if use_neg: rows.append(('negative', ids, True, negative_grad))
-    h = _views(net, gates, importance, rows, B, am)
+    k = B if contrast_rows is None else contrast_rows // world
+    if contrast and (contrast_rows is not None and contrast_rows % world or not 2 <= k <= B):
+        raise DasError(f"contrast_rows={contrast_rows} does not give 2 to {B} rows on each of {world} processes",
+                       f"use None (all rows) or a multiple of {world} between {2 * world} and {B * world}")
+    ids, amc = unmasked_ids(batch)[:k], am[:k]
+    rows = [('mlm', masked, am, False, True)]                 # (name, input, attention mask, gated, with gradient)
+    if contrast: rows += [('anchor', ids, amc, False, True), ('positive', ids, amc, False, positive_grad)]
+    if use_neg: rows.append(('negative', ids, amc, True, negative_grad))
+    h = _views(net, gates, importance, rows)
     mlm, n_correct, n = mlm_loss_from_hidden(model, h['mlm'], labels)
     tot = torch.tensor([float(mlm.detach()) * n, n, n_correct], dtype=torch.float64, device=masked.device)
     if world > 1: tot = accelerator.reduce(tot, 'sum')
@@ -152,9 +158,9 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
     loss = mlm * (n * world / n_all)          # this shard's share of the mean over all shards' targets, x world
     out = {'mlm': float(tot[0]) / n_all, 'accuracy': float(tot[2]) / n_all, 'n_masked': int(tot[1]), 'contrast': None}
     if contrast:
-        neg = gather_rows(pool(h['negative'], am), accelerator) if use_neg else None
-        c = contrastive_loss(gather_rows(pool(h['anchor'], am), accelerator),
-                             gather_rows(pool(h['positive'], am), accelerator), neg, tau)
+        neg = gather_rows(pool(h['negative'], amc), accelerator) if use_neg else None
+        c = contrastive_loss(gather_rows(pool(h['anchor'], amc), accelerator),
+                             gather_rows(pool(h['positive'], amc), accelerator), neg, tau)
         loss = loss + lam * world * c
         out['contrast'] = float(c.detach())
     out['loss'] = loss
@@ -213,6 +219,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
                  contrast: bool | None = None, # contrastive loss (None: on iff importance is given)
                  positive_grad: bool = False, # gradient through the positive view too (see above)
                  negative_grad: bool = False, # gradient through the negative view too (the reference code)
+                 contrast_rows: int | None = None, # rows of each batch that enter the contrast (None: all; see dap_loss)
                  mlm_probability: float = 0.15, # share of masked tokens
                  weight_decay: float = 0.0, # AdamW weight decay on the parameters that are not soft-masked
                  max_grad_norm: float | None = None, # gradient clipping (None: none)
@@ -248,12 +255,14 @@ def train_domain(model: nn.Module, # masked LM, trained in place
     hist = {'step': [], 'loss': [], 'mlm': [], 'accuracy': [], 'contrast': [], 'lr': [], 'seconds': 0.0, 'tokens_seen': 0,
             'config': dict(steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, lam=lam, tau=tau, seed=seed,
                            softmask=sm is not None and softmask, contrast=contrast, negatives=gates is not None,
-                           positive_grad=positive_grad, negative_grad=negative_grad, processes=world, n_blocks=len(blocks))}
+                           positive_grad=positive_grad, negative_grad=negative_grad, contrast_rows=contrast_rows,
+                           processes=world, n_blocks=len(blocks))}
     t0 = time.perf_counter(); model.train()
     try:
         bar = tqdm(dl, total=steps, desc=desc, disable=not (progress and accelerator.is_main_process))
         for step, batch in enumerate(bar, 1):
-            out = dap_loss(net, model, batch, gates, importance, lam, tau, contrast, positive_grad, negative_grad, accelerator)
+            out = dap_loss(net, model, batch, gates, importance, lam, tau, contrast, positive_grad, negative_grad, accelerator,
+                           contrast_rows)
             loss = out['loss']
             for p in plugins:
                 if hasattr(p, 'extra_loss'): loss = loss + p.extra_loss(model, batch)

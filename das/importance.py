@@ -37,19 +37,25 @@ def proxy_kl_loss(model, # masked LM; put it in train mode (dropout on), else th
                   n_positions: int | None = None, # sample this many positions per example (None: all)
                   target: str = 'logits', # 'logits': vocabulary distribution; 'hidden': softmax over hidden features
                   generator: torch.Generator | None = None, # for the position sample
+                  grad_views: int = 1, # 1: the first pass is a no-grad reference; 2: gradient through both (one call of 2B rows)
                  ) -> torch.Tensor:
-    "Per-example KL (B,) between two dropout passes of the same input, run as one batch of 2B rows."
+    "Per-example KL (B,) between two dropout passes of the same input."
     if target not in ('logits', 'hidden'): raise DasError(f"unknown KL target {target!r}", "use 'logits' or 'hidden'")
+    if grad_views not in (1, 2): raise DasError(f"grad_views={grad_views!r} is not 1 or 2", "use 2 (both passes) or 1 (one pass, faster)")
     ids = unmasked_ids(batch); B = ids.shape[0]
     am = batch.get('attention_mask')
     if am is None: am = torch.ones_like(ids)
-    kw = {'token_type_ids': batch['token_type_ids'].repeat(2, 1)} if 'token_type_ids' in batch else {}
-    h = encode(model, ids.repeat(2, 1), am.repeat(2, 1), **kw)        # (2B, T, d)
     idx, w = _positions(am.bool(), n_positions, generator)
-    h = h.gather(1, idx.repeat(2, 1).unsqueeze(-1).expand(-1, -1, h.shape[-1]))   # (2B, k, d)
-    z = head_of(model)(h) if target == 'logits' else h
-    logp = z.float().log_softmax(-1)
-    kl = (logp[:B].exp() * (logp[:B] - logp[B:])).sum(-1)             # (B, k)
+    def logp(r):   # log-distributions at the sampled positions of r stacked copies: (rB, k, V)
+        kw = {'token_type_ids': batch['token_type_ids'].repeat(r, 1)} if 'token_type_ids' in batch else {}
+        h = encode(model, ids.repeat(r, 1), am.repeat(r, 1), **kw)
+        h = h.gather(1, idx.repeat(r, 1).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        return (head_of(model)(h) if target == 'logits' else h).float().log_softmax(-1)
+    if grad_views == 2: p, q = logp(2).split(B)
+    else:
+        with torch.no_grad(): p = logp(1)      # reference pass: its own dropout masks, no graph
+        q = logp(1)
+    kl = (p.exp() * (p - q)).sum(-1)             # (B, k)
     return (kl * w).sum(1) / w.sum(1).clamp_min(1)
 
 # %% ../nbs/04_importance.ipynb
@@ -79,6 +85,7 @@ def compute_importance(model, # masked LM (BERT or RoBERTa family)
                        loss: str = 'kl', # 'kl': dropout proxy (general knowledge); 'mlm': masked-LM loss (a domain)
                        n_positions: int | None = 32, # kl: positions sampled per example (None: all)
                        target: str = 'logits', # kl: 'logits' (vocabulary) or 'hidden' (last hidden state)
+                       grad_views: int = 1, # kl: passes the gradient flows through (1: the other is a no-grad reference; 2: both)
                        seed: int = 0, # seeds dropout and the position sample
                        max_examples: int | None = None, # stop after this many examples
                        dropout: bool | None = None, # None: on for kl, off for mlm
@@ -105,8 +112,8 @@ def compute_importance(model, # masked LM (BERT or RoBERTa family)
                     batch = {k: v[:max_examples - n] for k, v in batch.items()}
                 B = batch['input_ids'].shape[0]
                 if loss == 'mlm': _check_mlm_batch(batch)
-                with gates.track(batch_size=B, repeat=2 if loss == 'kl' else 1):
-                    if loss == 'kl': per_ex, keep = proxy_kl_loss(model, batch, n_positions, target, gen), torch.ones(B, dtype=torch.bool)
+                with gates.track(batch_size=B, repeat=2 if loss == 'kl' and grad_views == 2 else 1):
+                    if loss == 'kl': per_ex, keep = proxy_kl_loss(model, batch, n_positions, target, gen, grad_views), torch.ones(B, dtype=torch.bool)
                     else: per_ex, keep = mlm_example_loss(model, batch), (batch['labels'] != -100).any(1)
                     grads = torch.autograd.grad(per_ex.sum(), [gates.tracked[k] for k in KINDS], allow_unused=True)
                 for k, gk in zip(KINDS, grads):

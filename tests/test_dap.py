@@ -97,3 +97,21 @@ def test_flags_and_errors(toy):
     with pytest.raises(DasError, match='steps=0'): train_domain(m, tok, blocks, steps=0)
     with pytest.raises(DasError, match='tau=0'): train_domain(m, tok, blocks, steps=1, tau=0)
     with pytest.raises(DasError, match='head importance has shape'): train_domain(m, tok, blocks, {'head': torch.zeros(3, 3)})
+
+
+def test_contrast_rows(toy):
+    tok, blocks = toy
+    m = model_().train()
+    imp = {k: torch.rand(s, generator=torch.Generator().manual_seed(1)) for k, s in unit_shapes(m).items()}
+    b = next(iter(block_loader(blocks, tok.mask_token_id, 100, n_rows=8, batch_size=8)))
+    gates, net = UnitGates(m), Encoder(m)
+    rows = []
+    hk = net.register_forward_hook(lambda mod, a, o: rows.append(a[0].shape[0]))
+    torch.manual_seed(0); full = dap_loss(net, m, b, gates, imp)
+    torch.manual_seed(0); same = dap_loss(net, m, b, gates, imp, contrast_rows=8)
+    rows.clear(); torch.manual_seed(0); half = dap_loss(net, m, b, gates, imp, contrast_rows=4)
+    hk.remove()
+    assert full['loss'].item() == same['loss'].item()              # all rows: exactly the default
+    assert rows == [8 + 4, 4 + 4] and half['contrast'] is not None  # MLM on 8 rows, views on 4
+    for bad in (1, 9):
+        with pytest.raises(DasError, match=f'contrast_rows={bad}'): dap_loss(net, m, b, gates, imp, contrast_rows=bad)

@@ -79,3 +79,14 @@ def test_files_roundtrip_and_refusals(tmp_path):
     with pytest.raises(DasError, match='imp3.pt holds importance of shapes'): load_importance(p2, m)
     with pytest.raises(DasError, match='does not exist'): load_importance(tmp_path / 'nope.pt', m)
     assert sorted(f.name for f in tmp_path.iterdir()) == ['imp3.pt', 'imp_general.pt']
+
+def test_kl_grad_views():
+    m, b = tiny_mlm('bert'), _batch()
+    m.train()
+    for gv in (1, 2): assert (proxy_kl_loss(m, b, grad_views=gv) > 0).all()
+    m.eval()
+    for gv in (1, 2): assert proxy_kl_loss(m, b, grad_views=gv).abs().max().item() == 0.0
+    one = compute_importance(m, _batches(), loss='kl', grad_views=1, normalized=False)
+    two = compute_importance(m, _batches(), loss='kl', grad_views=2, normalized=False)
+    assert all((one[k] > 0).float().mean() > 0.9 and not torch.equal(one[k], two[k]) for k in KINDS)
+    with pytest.raises(DasError, match='grad_views'): compute_importance(m, _batches(), loss='kl', grad_views=0)
