@@ -106,17 +106,24 @@ class Encoder(nn.Module):
     def forward(self, input_ids, attention_mask=None): return encode(self.model, input_ids, attention_mask)
 
 # %% ../nbs/07_dap.ipynb
+def _row_gates(part, sizes):
+    "Gates for one call: None (all rows ungated), one dict (all rows alike), or per-example (B,L,n) gates."
+    vals = [r[3] for r in part]
+    if all(v is None for v in vals): return None
+    if all(v is vals[0] for v in vals): return vals[0]
+    ref = next(v for v in vals if v is not None)
+    return {k: torch.cat([(torch.ones_like(ref[k]) if v is None else v[k].float()).expand(s, *ref[k].shape)
+                          for v, s in zip(vals, sizes)]) for k in ref}
+
 def _views(net, gates, importance, rows):
-    "Run `rows` [(name, input, attention mask, gated, grad)] in one call per grad setting; {name: hidden (b, T, d)}."
+    "Run `rows` [(name, input, attention mask, gate values or None, grad)] in one call per grad setting; {name: hidden}."
     out = {}
     for grad in (True, False):
         part = [r for r in rows if r[4] == grad]
         if not part: continue
         sizes = [r[1].shape[0] for r in part]
-        gated = torch.cat([torch.full((s,), r[3]) for s, r in zip(sizes, part)])
-        if gated.all(): ctx = gates.gated(importance)
-        elif gated.any(): ctx = gates.gated(UnitGates.rows(importance, gated))   # per-example gates
-        else: ctx = contextlib.nullcontext()
+        g = _row_gates(part, sizes)
+        ctx = contextlib.nullcontext() if g is None else gates.gated(g)
         with torch.set_grad_enabled(grad), ctx:
             h = net(torch.cat([r[1] for r in part]), torch.cat([r[2] for r in part]))
         out.update(zip([r[0] for r in part], h.split(sizes)))
@@ -134,29 +141,31 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
              negative_grad: bool = False, # gradient through the negatives too (the reference code)
              accelerator=None, # accelerate.Accelerator when several processes train together
              contrast_rows: int | None = None, # global rows that enter the contrast (None: all; the first rows of each shard)
+             anchor_gates: dict | None = None, # gates of the anchor and positive views (None: full model; the domain-specific ablation: 1 - I)
             ) -> dict:
-    "Loss of one DAP step ('loss', to backward) and its global parts: 'mlm', 'contrast', 'accuracy', 'n_masked'."
+    "Loss of one DAP step ('loss', to backward), its global parts ('mlm', 'contrast', 'accuracy', 'n_masked') and 'hidden'."
     masked, labels = batch['input_ids'], batch['labels']
     am = batch.get('attention_mask')
     am = torch.ones_like(masked) if am is None else am
     B, world = masked.shape[0], 1 if accelerator is None else accelerator.num_processes
     use_neg = contrast and importance is not None
-    if use_neg and gates is None: raise DasError("negatives need gates on the model", "pass gates=UnitGates(model)")
+    if (use_neg or anchor_gates is not None) and gates is None: raise DasError("negatives need gates on the model", "pass gates=UnitGates(model)")
     k = B if contrast_rows is None else contrast_rows // world
     if contrast and (contrast_rows is not None and contrast_rows % world or not 2 <= k <= B):
         raise DasError(f"contrast_rows={contrast_rows} does not give 2 to {B} rows on each of {world} processes",
                        f"use None (all rows) or a multiple of {world} between {2 * world} and {B * world}")
     ids, amc = unmasked_ids(batch)[:k], am[:k]
-    rows = [('mlm', masked, am, False, True)]                 # (name, input, attention mask, gated, with gradient)
-    if contrast: rows += [('anchor', ids, amc, False, True), ('positive', ids, amc, False, positive_grad)]
-    if use_neg: rows.append(('negative', ids, amc, True, negative_grad))
+    rows = [('mlm', masked, am, None, True)]                  # (name, input, attention mask, gates, with gradient)
+    if contrast: rows += [('anchor', ids, amc, anchor_gates, True), ('positive', ids, amc, anchor_gates, positive_grad)]
+    if use_neg: rows.append(('negative', ids, amc, importance, negative_grad))
     h = _views(net, gates, importance, rows)
     mlm, n_correct, n = mlm_loss_from_hidden(model, h['mlm'], labels)
     tot = torch.tensor([float(mlm.detach()) * n, n, n_correct], dtype=torch.float64, device=masked.device)
     if world > 1: tot = accelerator.reduce(tot, 'sum')
     n_all = max(float(tot[1]), 1.0)
     loss = mlm * (n * world / n_all)          # this shard's share of the mean over all shards' targets, x world
-    out = {'mlm': float(tot[0]) / n_all, 'accuracy': float(tot[2]) / n_all, 'n_masked': int(tot[1]), 'contrast': None}
+    out = {'mlm': float(tot[0]) / n_all, 'accuracy': float(tot[2]) / n_all, 'n_masked': int(tot[1]), 'contrast': None,
+           'hidden': h['mlm']}   # the MLM rows' last hidden states, for plugins (distillation, replay)
     if contrast:
         neg = gather_rows(pool(h['negative'], amc), accelerator) if use_neg else None
         c = contrastive_loss(gather_rows(pool(h['anchor'], amc), accelerator),
@@ -220,6 +229,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
                  positive_grad: bool = False, # gradient through the positive view too (see above)
                  negative_grad: bool = False, # gradient through the negative view too (the reference code)
                  contrast_rows: int | None = None, # rows of each batch that enter the contrast (None: all; see dap_loss)
+                 anchor_gates: dict | None = None, # gates of the anchor/positive views (None: full model; see dap_loss)
                  mlm_probability: float = 0.15, # share of masked tokens
                  weight_decay: float = 0.0, # AdamW weight decay on the parameters that are not soft-masked
                  max_grad_norm: float | None = None, # gradient clipping (None: none)
@@ -251,10 +261,11 @@ def train_domain(model: nn.Module, # masked LM, trained in place
                       seed, mlm_probability, accelerator)
     net, opt = accelerator.prepare(Encoder(model), opt)
     if sm is not None: sm = SoftMask(model, importance)                       # scales on the model's (prepared) device
-    gates = UnitGates(model) if contrast and importance is not None else None
+    gates = UnitGates(model) if contrast and (importance is not None or anchor_gates is not None) else None
     hist = {'step': [], 'loss': [], 'mlm': [], 'accuracy': [], 'contrast': [], 'lr': [], 'seconds': 0.0, 'tokens_seen': 0,
             'config': dict(steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, lam=lam, tau=tau, seed=seed,
-                           softmask=sm is not None and softmask, contrast=contrast, negatives=gates is not None,
+                           softmask=sm is not None and softmask, contrast=contrast, negatives=contrast and importance is not None,
+                           anchor_gated=anchor_gates is not None,
                            positive_grad=positive_grad, negative_grad=negative_grad, contrast_rows=contrast_rows,
                            processes=world, n_blocks=len(blocks))}
     t0 = time.perf_counter(); model.train()
@@ -262,10 +273,10 @@ def train_domain(model: nn.Module, # masked LM, trained in place
         bar = tqdm(dl, total=steps, desc=desc, disable=not (progress and accelerator.is_main_process))
         for step, batch in enumerate(bar, 1):
             out = dap_loss(net, model, batch, gates, importance, lam, tau, contrast, positive_grad, negative_grad, accelerator,
-                           contrast_rows)
+                           contrast_rows, anchor_gates)
             loss = out['loss']
             for p in plugins:
-                if hasattr(p, 'extra_loss'): loss = loss + p.extra_loss(model, batch)
+                if hasattr(p, 'extra_loss'): loss = loss + p.extra_loss(model, batch, out)
             accelerator.backward(loss)                      # gradients, averaged over processes
             if sm is not None and softmask: sm.apply()      # scale unit gradients by 1 - I
             for p in plugins:
