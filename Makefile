@@ -31,6 +31,7 @@ data: env
 repro: data
 	$(BIN)/dvc repro
 	$(BIN)/dvc status
+	$(BIN)/python -m das.report readme results/table.md README.md
 
 ## sync-check: das/ is what nbdev_export makes of nbs/, and nbs/ are clean
 sync-check: env

@@ -93,6 +93,7 @@ class Method:
     "A continual-learning method: the loop calls its moments. The base class is naive continual MLM (NCL)."
     name = 'method'
     trains = True          # False: the model is never post-trained (the Non-CL baseline)
+    eval_scope = 'all'     # 'own': a checkpoint is evaluated on its own domains only (ONE: one model per domain)
     defaults: dict = {}    # the method's own parameters and their defaults
 
     def __init__(self, **params):
@@ -209,6 +210,7 @@ def run_continual(method, # a Method, or a registered name
     key = [getattr(method, 'label', method.name), method.name, method.params, dataclasses.asdict(cfg), str(model_dir)]
     method.before_run(run)
     manifest = {'method': getattr(method, 'label', method.name), 'plugin': method.name, 'params': method.params,
+                'trains': method.trains, 'eval_scope': method.eval_scope,
                 'order': order, 'config': dataclasses.asdict(cfg), 'model_dir': str(model_dir), 'checkpoints': []}
     for t, (label, domains) in enumerate(stages):
         if until is not None and t > until: break
@@ -279,7 +281,7 @@ class Base(Method):
 @register
 class One(Method):
     "ONE: each domain post-trained separately from the general LM."
-    name = 'one'
+    name, eval_scope = 'one', 'own'
     def before_domain(self, run): run.model.load_state_dict(run.general_state)
 
 @register

@@ -1,0 +1,117 @@
+"""das.continual: the one loop, its methods, checkpoints, resume, bad input, and 2 processes = 1 process."""
+import os, socket, subprocess, sys, textwrap
+from pathlib import Path
+import pytest, torch
+from das.core import DasError, load_json
+from das.continual import DAS, DapConfig, Method, make_method, run_continual, smoke_model_dir
+from das.importance import load_importance, save_importance, random_importance
+from das.gates import unit_shapes
+from das.model import load_mlm, save_mlm, tiny_mlm, tiny_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+TOY = {'a': [' '.join(f'w{(i * 7 + j) % 30}' for j in range(40)) for i in range(50)],
+       'b': [' '.join(f'w{30 + (i + j) % 30}' for j in range(40)) for i in range(50)]}
+TOY['general'] = TOY['a'][:25] + TOY['b'][:25]
+CFG = dict(steps=3, batch_size=4, max_len=16, importance_batches=1)
+
+
+def flat(m): return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+
+@pytest.fixture(scope='module')
+def gdir(tmp_path_factory):
+    return save_mlm(tiny_mlm('bert', vocab_size=100, max_len=32, seed=0), tiny_tokenizer(), tmp_path_factory.mktemp('g')/'general')
+
+
+def test_smoke_profile_real_data(tmp_path):
+    "The smoke profile: the real corpora, a tiny model with the base tokenizer, the default methods."
+    sm = smoke_model_dir(tmp_path/'smoke')
+    cfg = dict(steps=2, batch_size=4, max_len=32, importance_batches=1)
+    for m in ('base', 'one', 'ncl', 'das'):
+        man = run_continual(m, ['movie', 'drug'], sm, tmp_path/m, cfg, general_importance=tmp_path/'imp.pt', progress=False)
+        assert [c['label'] for c in man['checkpoints']] == ['movie', 'drug']
+    assert load_importance(tmp_path/'das'/'1-drug'/'importance_accumulated.pt', with_meta=True)[1]['domains'] == ['general', 'movie', 'drug']
+
+
+def test_bad_input_refused_before_training(tmp_path, gdir):
+    out = tmp_path/'out'
+    with pytest.raises(DasError, match='unknown method'): run_continual('dass', ['movie'], gdir, out, CFG)
+    with pytest.raises(DasError, match="unknown domain 'cooking'"): run_continual('ncl', ['movie', 'cooking'], gdir, out, CFG)
+    with pytest.raises(DasError, match='appears twice'): run_continual('ncl', ['movie', 'drug', 'movie'], gdir, out, CFG)
+    with pytest.raises(DasError, match='steps=0'): run_continual('ncl', ['movie'], gdir, out, {**CFG, 'steps': 0})
+    with pytest.raises(DasError, match='no corpus'): run_continual('ncl', ['trec'], gdir, out, CFG)
+    other = save_mlm(tiny_mlm('bert', vocab_size=100, max_len=32, layers=3), tiny_tokenizer(), tmp_path/'other')
+    m3 = load_mlm(other, verbose=False)[0]
+    save_importance(random_importance(unit_shapes(m3)), tmp_path/'imp3.pt', {'domains': ['general']}, m3)
+    with pytest.raises(DasError, match='another model'):
+        run_continual('das', ['a'], gdir, out, CFG, general_importance=tmp_path/'imp3.pt', corpus=TOY.get)
+    with pytest.raises(DasError, match='has no parameter'): make_method('ewc_typo', {'method': 'ncl', 'lamb': 1})
+    assert not out.exists()
+
+
+class Crash(DAS):
+    "DAS that dies after training the second domain, before its checkpoint is written."
+    name = 'crash'
+    def after_domain(self, run):
+        super().after_domain(run)
+        if run.t == 1: raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, gdir):
+    full = run_continual('das', ['a', 'b'], gdir, tmp_path/'full', CFG, progress=False, corpus=TOY.get)
+    crash = Crash(); crash.label = 'das'; crash.name = 'das'
+    with pytest.raises(KeyboardInterrupt):
+        run_continual(crash, ['a', 'b'], gdir, tmp_path/'part', CFG, progress=False, corpus=TOY.get)
+    assert sorted(p.name for p in (tmp_path/'part').iterdir()) == ['0-a']      # nothing half-written
+    run_continual('das', ['a', 'b'], gdir, tmp_path/'part', CFG, progress=False, corpus=TOY.get)
+    a, b = (load_mlm(tmp_path/d/'1-b', verbose=False)[0] for d in ('full', 'part'))
+    assert torch.equal(flat(a), flat(b))
+    ia, ib = (load_importance(tmp_path/d/'1-b'/'importance_accumulated.pt') for d in ('full', 'part'))
+    assert all(torch.equal(ia[k], ib[k]) for k in ia)
+    assert len(full['checkpoints']) == 2
+
+
+WORKER = textwrap.dedent('''
+    import sys, torch
+    from accelerate import Accelerator
+    from das.model import load_mlm
+    from das.continual import make_method, run_continual
+    torch.set_num_threads(1)
+    toy = {'a': [' '.join(f'w{(i * 7 + j) % 30}' for j in range(40)) for i in range(50)],
+           'b': [' '.join(f'w{30 + (i + j) % 30}' for j in range(40)) for i in range(50)]}
+    acc = Accelerator(cpu=True)
+    out = sys.argv[2]
+    method = make_method('das_noinit', {'method': 'das', 'init': False})
+    run_continual(method, ['a', 'b'], sys.argv[1], out, dict(steps=2, batch_size=4, max_len=16, importance_batches=2, lr=1e-3),
+                  accelerator=acc, progress=False, corpus=toy.get)
+''')
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def _run(cmd, cwd):
+    env = {**os.environ, 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", 'HF_HUB_OFFLINE': '1',
+           'HF_DATASETS_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+
+
+def test_loop_two_processes_equal_one(tmp_path):
+    "The whole loop (DAS without the dropout-based general importance) under accelerate: 2 processes = 1 process."
+    g = save_mlm(tiny_mlm('bert', vocab_size=100, max_len=32, seed=0, dropout=0.0), tiny_tokenizer(), tmp_path/'general')
+    # DAS with init=False: its importance is the MLM loss with dropout off, so 1 and 2 processes can agree exactly
+    (tmp_path/'worker.py').write_text(WORKER)
+    _run([sys.executable, 'worker.py', str(g), 'one'], tmp_path)
+    accelerate = Path(sys.executable).with_name('accelerate')
+    _run([str(accelerate), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+          '--dynamo_backend', 'no', '--main_process_port', str(_free_port()), 'worker.py', str(g), 'two'], tmp_path)
+    for ck in ('0-a', '1-b'):
+        p1, p2 = (load_mlm(tmp_path/r/ck, verbose=False)[0].state_dict() for r in ('one', 'two'))
+        for k in p1: torch.testing.assert_close(p2[k], p1[k], atol=1e-5, rtol=1e-5, msg=lambda m: f"{ck} {k}: {m}")
+        i1, i2 = (load_importance(tmp_path/r/ck/'importance_accumulated.pt') for r in ('one', 'two'))
+        for k in i1: torch.testing.assert_close(i2[k], i1[k], atol=1e-4, rtol=1e-4)
+    assert load_json(tmp_path/'two'/'1-b'/'history.json')['config']['processes'] == 2
