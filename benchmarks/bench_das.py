@@ -30,6 +30,7 @@ VARIANTS = {  # name: dap_loss flags
     'ncl': dict(contrast=False),
     'das': dict(),                                               # ours: positive and negative without gradient
     'das_half_rows': dict(contrast_rows='half'),                 # contrast on the first half of the batch's rows
+    'das_masked_views': dict(views='masked'),                    # contrast on the masked input; the MLM pass is the anchor
     'das_paper_views': dict(positive_grad=True),                 # anchor and positive with gradient
     'das_reference': dict(positive_grad=True, negative_grad=True),  # all four views with gradient
 }
@@ -124,7 +125,7 @@ def main(argv=None):
     ap.add_argument('--warmup', type=int, default=2, help='unmeasured steps per variant first')
     ap.add_argument('--batch-size', type=int, default=16)
     ap.add_argument('--max-len', type=int, default=128)
-    ap.add_argument('--variants', default='ncl,das,das_half_rows,das_paper_views', help=f'comma list from {list(VARIANTS)}')
+    ap.add_argument('--variants', default='ncl,das,das_half_rows,das_masked_views,das_paper_views', help=f'comma list from {list(VARIANTS)}')
     ap.add_argument('--no-agreement', action='store_true', help='skip the gradient agreement of the contrast forms')
     ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s default)')
     ap.add_argument('--skip-importance', action='store_true', help='skip the importance throughput')

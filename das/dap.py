@@ -142,6 +142,7 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
              accelerator=None, # accelerate.Accelerator when several processes train together
              contrast_rows: int | None = None, # global rows that enter the contrast (None: all; the first rows of each shard)
              anchor_gates: dict | None = None, # gates of the anchor and positive views (None: full model; the domain-specific ablation: 1 - I)
+             views: str = 'original', # the contrast's input: 'original' text (the paper) or the 'masked' MLM input (its pass is the anchor)
             ) -> dict:
     "Loss of one DAP step ('loss', to backward), its global parts ('mlm', 'contrast', 'accuracy', 'n_masked') and 'hidden'."
     masked, labels = batch['input_ids'], batch['labels']
@@ -154,11 +155,16 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
     if contrast and (contrast_rows is not None and contrast_rows % world or not 2 <= k <= B):
         raise DasError(f"contrast_rows={contrast_rows} does not give 2 to {B} rows on each of {world} processes",
                        f"use None (all rows) or a multiple of {world} between {2 * world} and {B * world}")
-    ids, amc = unmasked_ids(batch)[:k], am[:k]
+    if views not in ('original', 'masked'): raise DasError(f"views={views!r}", "use 'original' (the paper) or 'masked'")
+    if views == 'masked' and anchor_gates is not None:
+        raise DasError("views='masked' takes the MLM pass as the anchor, which cannot be gated", "use views='original' with anchor_gates")
+    ids, amc = (unmasked_ids(batch) if views == 'original' else masked)[:k], am[:k]
     rows = [('mlm', masked, am, None, True)]                  # (name, input, attention mask, gates, with gradient)
-    if contrast: rows += [('anchor', ids, amc, anchor_gates, True), ('positive', ids, amc, anchor_gates, positive_grad)]
+    if contrast and views == 'original': rows.append(('anchor', ids, amc, anchor_gates, True))
+    if contrast: rows.append(('positive', ids, amc, anchor_gates, positive_grad))
     if use_neg: rows.append(('negative', ids, amc, importance, negative_grad))
     h = _views(net, gates, importance, rows)
+    if contrast and views == 'masked': h['anchor'] = h['mlm'][:k]
     mlm, n_correct, n = mlm_loss_from_hidden(model, h['mlm'], labels)
     tot = torch.tensor([float(mlm.detach()) * n, n, n_correct], dtype=torch.float64, device=masked.device)
     if world > 1: tot = accelerator.reduce(tot, 'sum')
@@ -188,15 +194,16 @@ def contrast_agreement(model: nn.Module, # masked LM
     masked, am = batch['input_ids'], batch.get('attention_mask')
     am = torch.ones_like(masked) if am is None else am
     ids = unmasked_ids(batch)
-    forms = {'paper': (False, True, False), 'stop-grad positive': (False, False, False),
-             'negative with grad': (False, True, True), 'masked anchor': (True, True, False)}   # masked anchor, pos grad, neg grad
-    def run(seed, masked_anchor, pos_grad, neg_grad):
+    forms = {'paper': (ids, ids, True, False), 'stop-grad positive': (ids, ids, False, False),   # anchor input, positive
+             'negative with grad': (ids, ids, True, True), 'masked anchor': (masked, ids, True, False),   # and negative input,
+             'masked views': (masked, masked, False, False)}                                              # pos grad, neg grad
+    def run(seed, a_in, p_in, pos_grad, neg_grad):
         torch.manual_seed(seed)
-        a = pool(encode(model, masked if masked_anchor else ids, am), am)
-        with torch.set_grad_enabled(pos_grad): p = pool(encode(model, ids, am), am)
+        a = pool(encode(model, a_in, am), am)
+        with torch.set_grad_enabled(pos_grad): p = pool(encode(model, p_in, am), am)
         n = None
         if importance is not None:
-            with torch.set_grad_enabled(neg_grad), gates.gated(importance): n = pool(encode(model, ids, am), am)
+            with torch.set_grad_enabled(neg_grad), gates.gated(importance): n = pool(encode(model, p_in, am), am)
         c = contrastive_loss(a, p, n, tau)
         g = torch.autograd.grad(c, params, allow_unused=True)
         return float(c.detach()), torch.cat([(x if x is not None else torch.zeros_like(q)).flatten() for x, q in zip(g, params)])
@@ -230,6 +237,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
                  negative_grad: bool = False, # gradient through the negative view too (the reference code)
                  contrast_rows: int | None = None, # rows of each batch that enter the contrast (None: all; see dap_loss)
                  anchor_gates: dict | None = None, # gates of the anchor/positive views (None: full model; see dap_loss)
+                 views: str = 'original', # the contrast's input: 'original' (the paper) or 'masked' (see dap_loss)
                  mlm_probability: float = 0.15, # share of masked tokens
                  weight_decay: float = 0.0, # AdamW weight decay on the parameters that are not soft-masked
                  max_grad_norm: float | None = None, # gradient clipping (None: none)
@@ -265,7 +273,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
     hist = {'step': [], 'loss': [], 'mlm': [], 'accuracy': [], 'contrast': [], 'lr': [], 'seconds': 0.0, 'tokens_seen': 0,
             'config': dict(steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, lam=lam, tau=tau, seed=seed,
                            softmask=sm is not None and softmask, contrast=contrast, negatives=contrast and importance is not None,
-                           anchor_gated=anchor_gates is not None,
+                           anchor_gated=anchor_gates is not None, views=views,
                            positive_grad=positive_grad, negative_grad=negative_grad, contrast_rows=contrast_rows,
                            processes=world, n_blocks=len(blocks))}
     t0 = time.perf_counter(); model.train()
@@ -273,7 +281,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
         bar = tqdm(dl, total=steps, desc=desc, disable=not (progress and accelerator.is_main_process))
         for step, batch in enumerate(bar, 1):
             out = dap_loss(net, model, batch, gates, importance, lam, tau, contrast, positive_grad, negative_grad, accelerator,
-                           contrast_rows, anchor_gates)
+                           contrast_rows, anchor_gates, views)
             loss = out['loss']
             for p in plugins:
                 if hasattr(p, 'extra_loss'): loss = loss + p.extra_loss(model, batch, out)

@@ -1,0 +1,83 @@
+"""The study's time budget: the smoke profile end to end, and the default profile's measured stage times.
+
+Run from the repository root:  python benchmarks/bench_study.py [--skip-smoke]
+
+1. Smoke profile (what the tests use): a tiny random BERT with the base tokenizer, all six domains in the default
+   order, methods base, one, ncl and das, 2 steps of 4 x 32 tokens per domain, then the evaluation of every
+   checkpoint (probe protocol, 3 seeds, 64 train / 64 test examples per task). Wall time, measured here, in a
+   temporary folder. Budget: under 2 minutes.
+2. Default profile: the wall times that the pipeline's stages recorded (metrics/train/<method>.json written by
+   nbs/09b_train, metrics/eval/<method>.json by nbs/09c_evaluate, the general importance from its lab notebook
+   timing in runs/) summed per method. Budgets (issue 4): base+one+ncl+das with evaluation <= 90 min; das alone
+   <= 45 min. Only stages that have run are counted; missing ones are listed.
+"""
+from __future__ import annotations
+import argparse, json, os, resource, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
+
+
+def smoke(methods=('base', 'one', 'ncl', 'das')) -> dict:
+    import torch
+    from das.continual import run_continual, smoke_model_dir
+    from das.data import DEFAULT_ORDER
+    from das.evaluate import evaluate_model
+    from das.model import load_mlm
+    torch.set_num_threads(2)
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d); t0 = time.perf_counter()
+        sm = smoke_model_dir(d/'general')
+        cfg = dict(steps=2, batch_size=4, max_len=32, importance_batches=1)
+        for m in methods:
+            t1 = time.perf_counter()
+            man = run_continual(m, list(DEFAULT_ORDER), sm, d/m, cfg, general_importance=d/'imp.pt', progress=False)
+            t2 = time.perf_counter(); seen = {}
+            for c in man['checkpoints']:
+                if c['model'] in seen: continue
+                model, tok = load_mlm(c['model'], verbose=False)
+                seen[c['model']] = evaluate_model(model, tok, max_train=64, max_test=64, max_len=32, mlm_batches=1)
+            out[m] = {'train_s': t2 - t1, 'eval_s': time.perf_counter() - t2}
+            print(f'  smoke {m:5s} train {out[m]["train_s"]:6.1f} s   evaluate {out[m]["eval_s"]:6.1f} s', flush=True)
+        out['total_s'] = time.perf_counter() - t0
+    return out
+
+
+def default_profile(methods=('base', 'one', 'ncl', 'das')) -> dict:
+    res, missing = {}, []
+    for m in methods:
+        tr, ev = ROOT/'metrics'/'train'/f'{m}.json', ROOT/'metrics'/'eval'/f'{m}.json'
+        if not tr.exists() or not ev.exists(): missing.append(m); continue
+        t, e = json.loads(tr.read_text()), json.loads(ev.read_text())
+        res[m] = {'train_s': t['wall_seconds'], 'eval_s': e['wall_seconds'], 'peak_rss_mib': t.get('peak_rss_mib')}
+    return {'methods': res, 'missing': missing}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--skip-smoke', action='store_true')
+    a = ap.parse_args(argv)
+    print('load average at start:', os.getloadavg())
+    if not a.skip_smoke:
+        print('smoke profile (tiny model, six domains, base/one/ncl/das, evaluation included):')
+        s = smoke()
+        print(f'  smoke total {s["total_s"]:.1f} s  (budget 120 s: {"within" if s["total_s"] <= 120 else "OVER"})')
+    d = default_profile()
+    print('\ndefault profile, from the stages\' own records (metrics/train, metrics/eval):')
+    tot = 0.0
+    for m, r in d['methods'].items():
+        tot += r['train_s'] + r['eval_s']
+        print(f'  {m:5s} train {r["train_s"] / 60:6.1f} min   evaluate {r["eval_s"] / 60:5.1f} min   peak RSS {r["peak_rss_mib"] or 0:6.0f} MiB')
+    if 'das' in d['methods']:
+        das = d['methods']['das']['train_s'] + d['methods']['das']['eval_s']
+        print(f'  das alone {das / 60:.1f} min (budget 45; the general importance stage is extra, see runs/general_importance.ipynb)')
+    if d['methods']: print(f'  total of the methods present {tot / 60:.1f} min (budget 90 for base+one+ncl+das)')
+    if d['missing']: print('  not run yet:', ', '.join(d['missing']), '(dvc repro)')
+    print('load average at end:', os.getloadavg())
+
+
+if __name__ == '__main__':
+    main()
