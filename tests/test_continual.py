@@ -115,3 +115,30 @@ def test_loop_two_processes_equal_one(tmp_path):
         i1, i2 = (load_importance(tmp_path/r/ck/'importance_accumulated.pt') for r in ('one', 'two'))
         for k in i1: torch.testing.assert_close(i2[k], i1[k], atol=1e-4, rtol=1e-4)
     assert load_json(tmp_path/'two'/'1-b'/'history.json')['config']['processes'] == 2
+
+
+MP_WORKER = textwrap.dedent('''
+    import sys, torch
+    from accelerate import Accelerator
+    from das.continual import run_continual
+    torch.set_num_threads(1)
+    toy = {'a': [' '.join(f'w{(i * 7 + j) % 30}' for j in range(40)) for i in range(50)],
+           'b': [' '.join(f'w{30 + (i + j) % 30}' for j in range(40)) for i in range(50)]}
+    toy['general'] = toy['a'][:25] + toy['b'][:25]
+    acc = Accelerator(cpu=True)
+    assert acc.mixed_precision == 'bf16', acc.mixed_precision
+    run_continual('das', ['a', 'b'], sys.argv[1], sys.argv[2], dict(steps=2, batch_size=4, max_len=16, importance_batches=1),
+                  accelerator=acc, progress=False, corpus=toy.get)
+''')
+
+
+def test_mixed_precision_is_a_switch(tmp_path, gdir):
+    "The same loop under `accelerate launch --mixed_precision bf16` (autocast on CPU): no code change."
+    (tmp_path/'worker.py').write_text(MP_WORKER)
+    accelerate = Path(sys.executable).with_name('accelerate')
+    _run([str(accelerate), 'launch', '--cpu', '--num_processes', '1', '--mixed_precision', 'bf16', '--dynamo_backend', 'no',
+          'worker.py', str(gdir), 'mp'], tmp_path)
+    man = load_json(tmp_path/'mp'/'run.json')
+    assert [c['label'] for c in man['checkpoints']] == ['a', 'b']
+    m = load_mlm(tmp_path/'mp'/'1-b', verbose=False)[0]
+    assert all(p.dtype == torch.float32 for p in m.parameters())           # weights stay fp32; only compute is bf16
