@@ -11,7 +11,8 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env data repro test test-slow sync-check bench clean-nbs
+.PHONY: env data repro test test-slow sync-check bench clean-nbs docs remote push pull
+DVC_REMOTE ?= $(HOME)/.cache/das/dvc-remote
 
 ## env: the pinned environment in .venv (python 3.11, torch 2.13 CPU; see requirements.lock)
 env: $(STAMP)
@@ -27,8 +28,18 @@ data: env
 	  $(BIN)/python -m das.data fetch && $(BIN)/python -m das.data verify; }
 	$(BIN)/dvc commit -q -f data.dvc   # data/ matches data.dvc (checked above): put it in the DVC cache
 
+## remote: a local DVC remote in the user's cache (not in the repo), the default for push/pull
+remote: env
+	@$(BIN)/dvc remote list --local | grep -q '^local' || $(BIN)/dvc remote add --local -d local $(DVC_REMOTE)
+
+## push / pull: store every artifact (data, models, importance, results) in the remote / restore it without recomputing
+push: remote
+	$(BIN)/dvc push
+pull: remote
+	$(BIN)/dvc pull
+
 ## repro: run the whole pipeline (dvc.yaml) on the default profile
-repro: data
+repro: data remote
 	$(BIN)/dvc repro
 	$(BIN)/dvc status
 	$(BIN)/python -m das.report readme results/table.md README.md
@@ -55,3 +66,7 @@ test-slow: data
 ## bench: benchmarks (figures and ratios printed from one run)
 bench: data
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
+
+## docs: execute the tutorial notebooks and render them, with the pipeline's lab notebooks, to _site/ (offline)
+docs: data
+	$(BIN)/python -m das.docs --execute --out _site
