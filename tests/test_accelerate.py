@@ -3,12 +3,10 @@
 Launched with `accelerate launch --multi_gpu --num_processes 2`: on a machine without GPUs this starts 2 CPU
 processes on the gloo backend. (`accelerate launch --cpu --num_processes 2` starts ONE process in accelerate 1.x.)
 """
-import os, socket, subprocess, sys, textwrap
-from pathlib import Path
+import sys, textwrap
 import torch
 from das.model import tiny_mlm
-
-ROOT = Path(__file__).resolve().parents[1]
+from launch import launch, run
 
 WORKER = textwrap.dedent('''
     import sys, torch
@@ -35,22 +33,10 @@ WORKER = textwrap.dedent('''
                     'world': acc.num_processes}, sys.argv[1])
 ''')
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def _run(cmd, tmp):
-    env = {**os.environ, 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", 'HF_HUB_OFFLINE': '1',
-           'HF_DATASETS_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
-    r = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-
 def test_two_processes_equal_one(tmp_path):
     (tmp_path/'worker.py').write_text(WORKER)
-    _run([sys.executable, 'worker.py', 'one.pt'], tmp_path)
-    accelerate = Path(sys.executable).with_name('accelerate')
-    _run([str(accelerate), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
-          '--dynamo_backend', 'no', '--main_process_port', str(_free_port()), 'worker.py', 'two.pt'], tmp_path)
+    run([sys.executable, 'worker.py', 'one.pt'], tmp_path)
+    launch(2, 'worker.py', 'two.pt', cwd=tmp_path)
     one, two = (torch.load(tmp_path/f, weights_only=False) for f in ('one.pt', 'two.pt'))
     assert (one['world'], two['world']) == (1, 2)
     for k in one['imp']:                                            # importance of the same 8 examples

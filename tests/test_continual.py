@@ -1,5 +1,5 @@
 """das.continual: the one loop, its methods, checkpoints, resume, bad input, and 2 processes = 1 process."""
-import os, socket, subprocess, sys, textwrap
+import sys, textwrap
 from pathlib import Path
 import pytest, torch
 from das.core import DasError, load_json
@@ -7,8 +7,7 @@ from das.continual import DAS, DapConfig, Method, make_method, run_continual, sm
 from das.importance import load_importance, save_importance, random_importance
 from das.gates import unit_shapes
 from das.model import load_mlm, save_mlm, tiny_mlm, tiny_tokenizer
-
-ROOT = Path(__file__).resolve().parents[1]
+from launch import launch, run
 torch.set_num_threads(1)
 TOY = {'a': [' '.join(f'w{(i * 7 + j) % 30}' for j in range(40)) for i in range(50)],
        'b': [' '.join(f'w{30 + (i + j) % 30}' for j in range(40)) for i in range(50)]}
@@ -88,27 +87,13 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
-def _run(cmd, cwd):
-    env = {**os.environ, 'PYTHONPATH': f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", 'HF_HUB_OFFLINE': '1',
-           'HF_DATASETS_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
-    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-
-
 def test_loop_two_processes_equal_one(tmp_path):
     "The whole loop (DAS without the dropout-based general importance) under accelerate: 2 processes = 1 process."
     g = save_mlm(tiny_mlm('bert', vocab_size=100, max_len=32, seed=0, dropout=0.0), tiny_tokenizer(), tmp_path/'general')
     # DAS with init=False: its importance is the MLM loss with dropout off, so 1 and 2 processes can agree exactly
     (tmp_path/'worker.py').write_text(WORKER)
-    _run([sys.executable, 'worker.py', str(g), 'one'], tmp_path)
-    accelerate = Path(sys.executable).with_name('accelerate')
-    _run([str(accelerate), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
-          '--dynamo_backend', 'no', '--main_process_port', str(_free_port()), 'worker.py', str(g), 'two'], tmp_path)
+    run([sys.executable, 'worker.py', g, 'one'], tmp_path)
+    launch(2, 'worker.py', g, 'two', cwd=tmp_path)
     for ck in ('0-a', '1-b'):
         p1, p2 = (load_mlm(tmp_path/r/ck, verbose=False)[0].state_dict() for r in ('one', 'two'))
         for k in p1: torch.testing.assert_close(p2[k], p1[k], atol=1e-5, rtol=1e-5, msg=lambda m: f"{ck} {k}: {m}")
@@ -135,9 +120,7 @@ MP_WORKER = textwrap.dedent('''
 def test_mixed_precision_is_a_switch(tmp_path, gdir):
     "The same loop under `accelerate launch --mixed_precision bf16` (autocast on CPU): no code change."
     (tmp_path/'worker.py').write_text(MP_WORKER)
-    accelerate = Path(sys.executable).with_name('accelerate')
-    _run([str(accelerate), 'launch', '--cpu', '--num_processes', '1', '--mixed_precision', 'bf16', '--dynamo_backend', 'no',
-          'worker.py', str(gdir), 'mp'], tmp_path)
+    launch(1, 'worker.py', gdir, 'mp', cwd=tmp_path, mixed_precision='bf16')
     man = load_json(tmp_path/'mp'/'run.json')
     assert [c['label'] for c in man['checkpoints']] == ['a', 'b']
     m = load_mlm(tmp_path/'mp'/'1-b', verbose=False)[0]
