@@ -19,7 +19,8 @@ from .baselines import finite_number
 
 # %% auto 0
 __all__ = ['PLUGIN_FILE', 'frozen', 'positive_int', 'sublayer_outputs', 'Adapter', 'AdapterStack', 'DapAdapter', 'SoftPrompt',
-           'DapPrompt', 'LiveGates', 'TaskMasks', 'HAT', 'adapter_block_pairs', 'CPT', 'load_with_plugins']
+           'DapPrompt', 'LiveGates', 'TaskMasks', 'HAT', 'adapter_block_pairs', 'CPT', 'load_with_plugins',
+           'evaluate_with_task_ids']
 
 # %% ../nbs/09d_cl_plugins.ipynb
 @contextlib.contextmanager
@@ -338,7 +339,7 @@ def _hat_before_run(m, run):
 @register
 class HAT(Method):
     "HAT: per-domain near-binary masks on the LM's units; the gradients of units claimed by earlier domains are blocked."
-    name = 'hat'
+    name, eval_scope = 'hat', 'task'     # end tasks are scored with their domain's mask
     defaults = dict(smax=400.0, # final slope s_max of sigmoid(s e) (Serra et al.: 400)
                     c=0.75, # weight of the sparsity regularizer (Serra et al.: 0.75)
                     emb_lr=0.01) # Adam learning rate of the task embeddings
@@ -394,7 +395,7 @@ def adapter_block_pairs(stack: AdapterStack, # the adapters
 @register
 class CPT(Method):
     "CPT: adapters on a frozen LM, their units masked per domain by HAT (the CL-plugin of Ke et al. 2022)."
-    name = 'cpt'
+    name, eval_scope = 'cpt', 'task'
     defaults = dict(size=64, # bottleneck units r per adapter
                     smax=400.0, c=0.75, emb_lr=0.01) # HAT's settings (see `hat`)
 
@@ -476,3 +477,23 @@ def load_with_plugins(checkpoint_dir, # a checkpoint folder written by run_conti
         else: st.set_masks(m['down'], m['up'])
     model.das_plugin_info = {'plugin': meta['plugin'], 'domain': domain, 'params': p}
     return model, tok
+
+# %% ../nbs/09d_cl_plugins.ipynb
+def evaluate_with_task_ids(checkpoint_dir, # a checkpoint of a method with eval_scope 'task' (HAT, CPT)
+                           seen, # domains trained up to this checkpoint, in order
+                           order, # the run's whole domain order
+                           tasks, # end-task names to score
+                           corpora, # held-out corpus names to score
+                           **kw) -> dict: # passed to das.evaluate.evaluate_model (seeds, protocol, task_data, ...)
+    "`evaluate_model` of each task and corpus under its own domain ID; untrained domains left out, others the latest."
+    from das.evaluate import evaluate_model
+    if not seen: raise DasError(f"no domain trained up to {checkpoint_dir}", "pass the domains trained so far as `seen`")
+    groups = {}
+    for j, names in enumerate((tasks, corpora)):
+        for n in names:
+            d = n if n in seen else (None if n in order else seen[-1])
+            if d is not None: groups.setdefault(d, ([], []))[j].append(n)
+    parts = [evaluate_model(*load_with_plugins(checkpoint_dir, domain=d, verbose=False), g[0], g[1], **kw) for d, g in groups.items()]
+    return {'tasks': {k: v for p in parts for k, v in p['tasks'].items()}, 'mlm': {k: v for p in parts for k, v in p['mlm'].items()},
+            'settings': parts[0]['settings'], 'seconds': sum(p['seconds'] for p in parts),
+            'task_ids': {d: {'tasks': g[0], 'corpora': g[1]} for d, g in groups.items()}}

@@ -4,16 +4,16 @@
 
 # %% ../nbs/09_continual.ipynb 3
 from __future__ import annotations
-import copy, dataclasses, hashlib, json, time
+import dataclasses, hashlib, json, time
 from pathlib import Path
 import numpy as np
 import torch
 from datasets import concatenate_datasets
-from .core import DasError, atomic_dir, load_json, save_json, set_seed
+from .core import DasError, atomic_dir, load_json, save_json
 from .data import DOMAINS, get_domain, load_corpus
 from .model import chunk_texts, check_mlm_dir, load_mlm, tiny_mlm, save_mlm
 from .gates import unit_shapes
-from .importance import (accumulate, compute_importance, load_importance, normalize, random_importance,
+from .importance import (accumulate, load_importance, random_importance,
                          save_importance)
 from .dap import block_loader, importance_across, train_domain
 
@@ -93,7 +93,8 @@ class Method:
     "A continual-learning method: the loop calls its moments. The base class is naive continual MLM (NCL)."
     name = 'method'
     trains = True          # False: the model is never post-trained (the Non-CL baseline)
-    eval_scope = 'all'     # 'own': a checkpoint is evaluated on its own domains only (ONE: one model per domain)
+    eval_scope = 'all'     # 'own': a checkpoint is evaluated on its own domains only (ONE: one model per domain);
+                           # 'task': each end task is scored with its domain's ID (HAT, CPT, ELLE: das.cl_plugins.load_with_plugins)
     defaults: dict = {}    # the method's own parameters and their defaults
 
     def __init__(self, **params):
@@ -118,7 +119,7 @@ class NCL(Method):
     "Naive continual learning: MLM on each domain in turn, nothing protected."
     name = 'ncl'
 
-PLUGIN_MODULES = ('das.baselines',)   # modules that register more methods, imported on first use
+PLUGIN_MODULES = ('das.baselines', 'das.cl_plugins', 'das.elle')   # modules that register more methods, imported on first use
 
 def make_method(name: str, # a registered name, or an alias
                 params: dict | None = None, # its parameters; `method: <registered name>` makes `name` an alias
@@ -218,11 +219,16 @@ def run_continual(method, # a Method, or a registered name
         ck, fp = out_dir/f'{t}-{label}', _fingerprint(key, stages[:t + 1])
         done = ck/'done.json'
         if done.exists() and load_json(done).get('fingerprint') == fp:      # resume: this stage is complete
-            if method.trains: model.load_state_dict(load_mlm(ck, verbose=False)[0].state_dict())
+            if method.trains:
+                saved = load_mlm(ck, verbose=False, seed=cfg.seed)[0]
+                if unit_shapes(saved) == unit_shapes(model): model.load_state_dict(saved.state_dict())
+                else: model = run.model = saved                           # the method grew the model (ELLE)
             method.load_state(ck, run)
+            model = run.model
             manifest['checkpoints'].append(load_json(done)['entry']); continue
         t0 = time.perf_counter()
         method.before_domain(run)
+        model = run.model                   # a method may replace the model here (ELLE grows it)
         hist = None
         if method.trains:
             kw = {'steps': cfg.steps, **method.train_kwargs(run)}
@@ -297,7 +303,7 @@ class DAS(Method):
     "DAS: soft-masking by accumulated unit importance and contrastive integration; ablations by parameters."
     name = 'das'
     defaults = dict(init=True, softmask=True, importance='proxy', contrast='full', lam=1.0, tau=0.05,
-                    contrast_rows=None, general_corpus='general', grad_views=1, n_positions=32, normalize='paper')
+                    contrast_rows=None, general_corpus='general', grad_views=1, n_positions=16, normalize='paper')
 
     def check(self):
         p = self.params

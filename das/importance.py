@@ -83,7 +83,7 @@ def _check_mlm_batch(batch):
 def compute_importance(model, # masked LM (BERT or RoBERTa family)
                        batches, # iterable of collated batches (dicts of tensors)
                        loss: str = 'kl', # 'kl': dropout proxy (general knowledge); 'mlm': masked-LM loss (a domain)
-                       n_positions: int | None = 32, # kl: positions sampled per example (None: all)
+                       n_positions: int | None = 16, # kl: positions sampled per example (None: all)
                        target: str = 'logits', # kl: 'logits' (vocabulary) or 'hidden' (last hidden state)
                        grad_views: int = 1, # kl: passes the gradient flows through (1: the other is a no-grad reference; 2: both)
                        seed: int = 0, # seeds dropout and the position sample

@@ -214,3 +214,18 @@ def test_unseen_or_missing_domain_refused_at_evaluation(tmp_path, gdir):
     assert m.das_plugin_info == {'plugin': 'hat', 'domain': 'a', 'params': make_method('hat').params}
     m, _ = load_with_plugins(gdir, domain='a', verbose=False)             # a plain model folder: load_mlm's model
     assert same_lm(m, lm(gdir)) and not hasattr(m, 'das_plugin_info')
+
+
+def test_evaluation_uses_each_tasks_domain_id(tmp_path, gdir):
+    "HAT's end tasks are scored with their own domain's mask; untrained domains left out; the rest with the latest."
+    from das.evaluate import evaluate_model, toy_task
+    run_continual('hat', ['a', 'b'], gdir, tmp_path/'h', DapConfig(steps=2, batch_size=4, max_len=16), **KW)
+    tt = {'a': toy_task(seed=1), 'b': toy_task(seed=2), 'probe': toy_task(seed=3)}
+    kw = dict(seeds=[0], max_len=16, mlm_max_len=16, task_data=tt, corpus_data={**TOY, 'general': TOY['a'] + TOY['b']})
+    r0 = cp.evaluate_with_task_ids(tmp_path/'h'/'0-a', ['a'], ['a', 'b'], ['a', 'b', 'probe'], ['a', 'b', 'general'], **kw)
+    assert r0['task_ids'] == {'a': {'tasks': ['a', 'probe'], 'corpora': ['a', 'general']}}
+    r1 = cp.evaluate_with_task_ids(tmp_path/'h'/'1-b', ['a', 'b'], ['a', 'b'], ['a', 'b', 'probe'], ['a', 'b', 'general'], **kw)
+    assert r1['task_ids'] == {'a': {'tasks': ['a'], 'corpora': ['a']}, 'b': {'tasks': ['b', 'probe'], 'corpora': ['b', 'general']}}
+    direct = evaluate_model(*load_with_plugins(tmp_path/'h'/'1-b', domain='a', verbose=False), ['a'], ['a'], **kw)
+    assert r1['tasks']['a']['macro_f1'] == direct['tasks']['a']['macro_f1'] and r1['mlm']['a'] == direct['mlm']['a']
+    with pytest.raises(DasError, match='no domain trained'): cp.evaluate_with_task_ids(tmp_path/'h'/'0-a', [], ['a'], ['a'], [], **kw)

@@ -125,3 +125,52 @@ def test_mixed_precision_is_a_switch(tmp_path, gdir):
     assert [c['label'] for c in man['checkpoints']] == ['a', 'b']
     m = load_mlm(tmp_path/'mp'/'1-b', verbose=False)[0]
     assert all(p.dtype == torch.float32 for p in m.parameters())           # weights stay fp32; only compute is bf16
+
+
+def grow_ffn(model, k: int, seed: int = 0):
+    "A copy of `model` with k more FFN neurons per layer; their output weights are 0, so it computes the same."
+    cfg = model.config.__class__.from_dict({**model.config.to_dict(), 'intermediate_size': model.config.intermediate_size + k})
+    big = type(model)(cfg)
+    sd = {n: p.clone() for n, p in model.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    for n, p in big.state_dict().items():
+        q = sd[n]
+        if q.shape != p.shape:                    # intermediate rows (new: random) or output columns (new: zero)
+            new = torch.zeros_like(p)
+            if n.endswith('intermediate.dense.weight'): new = torch.randn(p.shape, generator=g) * 0.02
+            new[tuple(slice(0, s) for s in q.shape)] = q
+            sd[n] = new
+    big.load_state_dict(sd)
+    return big
+
+
+class Grow(Method):
+    "A method that grows the FFN before every domain after the first: the loop must train the new model."
+    name = 'grow'
+    def before_domain(self, run):
+        if run.t > 0: run.model = grow_ffn(run.model, 8, seed=run.t)
+
+
+class GrowCrash(Grow):
+    def after_domain(self, run):
+        if run.t == 1: raise KeyboardInterrupt
+
+
+def test_a_method_may_replace_the_model_and_a_grown_run_resumes(tmp_path, gdir):
+    m = load_mlm(gdir, verbose=False, dropout=0.0)[0].eval()
+    ids = torch.randint(5, 100, (2, 12))
+    torch.testing.assert_close(grow_ffn(m, 8).eval()(input_ids=ids).logits, m(input_ids=ids).logits)   # the toy growth is exact
+    cfg = {**CFG, 'lr': 1e-3}
+    g = Grow(); g.label = 'grow'
+    run_continual(g, ['a', 'b', 'a2'], gdir, tmp_path/'full', cfg, progress=False, corpus={**TOY, 'a2': TOY['a']}.get)
+    sizes = [load_mlm(tmp_path/'full'/c, verbose=False)[0].config.intermediate_size for c in ('0-a', '1-b', '2-a2')]
+    assert sizes == [64, 72, 80]
+    b0, b1 = (load_mlm(tmp_path/'full'/c, verbose=False)[0] for c in ('0-a', '1-b'))
+    assert not torch.equal(b1.bert.encoder.layer[0].output.dense.weight[:, 64:], torch.zeros(32, 8))   # the new neurons trained
+    crash = GrowCrash(); crash.label = 'grow'; crash.name = 'grow'
+    with pytest.raises(KeyboardInterrupt):
+        run_continual(crash, ['a', 'b', 'a2'], gdir, tmp_path/'part', cfg, progress=False, corpus={**TOY, 'a2': TOY['a']}.get)
+    g2 = Grow(); g2.label = 'grow'
+    run_continual(g2, ['a', 'b', 'a2'], gdir, tmp_path/'part', cfg, progress=False, corpus={**TOY, 'a2': TOY['a']}.get)
+    a, b = (load_mlm(tmp_path/d/'2-a2', verbose=False)[0] for d in ('full', 'part'))
+    assert torch.equal(flat(a), flat(b))
