@@ -18,9 +18,9 @@ from .continual import Method, register
 from .baselines import finite_number
 
 # %% auto 0
-__all__ = ['PLUGIN_FILE', 'frozen', 'positive_int', 'sublayer_outputs', 'Adapter', 'AdapterStack', 'DapAdapter', 'SoftPrompt',
-           'DapPrompt', 'LiveGates', 'TaskMasks', 'HAT', 'adapter_block_pairs', 'CPT', 'load_with_plugins',
-           'evaluate_with_task_ids']
+__all__ = ['PLUGIN_FILE', 'LOADERS', 'frozen', 'positive_int', 'sublayer_outputs', 'Adapter', 'AdapterStack', 'DapAdapter',
+           'SoftPrompt', 'DapPrompt', 'LiveGates', 'TaskMasks', 'HAT', 'adapter_block_pairs', 'CPT', 'register_loader',
+           'needs_domain', 'load_with_plugins', 'evaluate_with_task_ids']
 
 # %% ../nbs/09d_cl_plugins.ipynb
 @contextlib.contextmanager
@@ -448,18 +448,30 @@ class CPT(Method):
         self.masks.load(load_file(str(Path(folder)/'hat.safetensors')), load_json(Path(folder)/PLUGIN_FILE)['domains'])
 
 # %% ../nbs/09d_cl_plugins.ipynb
+LOADERS = {}   # plugin name -> loader(checkpoint_dir, meta, domain, **kw) -> (model, tokenizer): plugins defined elsewhere (ELLE)
+
+def register_loader(name: str): # the plugin name its checkpoints' plugin.json carries
+    "Decorator: make `load_with_plugins` rebuild checkpoints of plugin `name` with the decorated function."
+    def deco(f): LOADERS[name] = f; return f
+    return deco
+
+def needs_domain(meta: dict) -> bool:
+    "Whether a checkpoint's plugin needs the end task's domain ID (HAT, CPT, and any plugin whose plugin.json says `task_id`)."
+    return meta['plugin'] in ('hat', 'cpt') or bool(meta.get('task_id'))
+
 def load_with_plugins(checkpoint_dir, # a checkpoint folder written by run_continual (or any model folder)
                       domain: str | None = None, # HAT/CPT: the domain whose mask to apply (other plugins ignore it)
                       **kw) -> tuple: # passed to das.model.load_mlm (e.g. verbose=False, dropout=...)
     "The checkpoint's masked LM with its plugin weights (adapters, prompt, HAT masks) attached, and its tokenizer."
     ck = Path(checkpoint_dir)
     meta = load_json(ck/PLUGIN_FILE) if (ck/PLUGIN_FILE).exists() else None
-    if meta is not None and meta['plugin'] in ('hat', 'cpt') and domain is None:
+    if meta is not None and needs_domain(meta) and domain is None:
         raise DasError(f"checkpoint {ck} ({meta['plugin']}) needs a domain ID (trained: {', '.join(meta['domains'])})",
                        "pass domain=<the end task's domain> to load_with_plugins")
-    if meta is not None and meta['plugin'] in ('hat', 'cpt') and domain not in meta['domains']:
+    if meta is not None and needs_domain(meta) and domain not in meta['domains']:
         raise DasError(f"domain {domain!r} was not trained up to checkpoint {ck} (trained: {', '.join(meta['domains'])})",
                        f"pass one of {meta['domains']}")
+    if meta is not None and meta['plugin'] in LOADERS: return LOADERS[meta['plugin']](ck, meta, domain, **kw)
     model, tok = load_mlm(ck, **kw)
     if meta is None: return model, tok
     p = meta['params']
