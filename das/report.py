@@ -7,10 +7,12 @@ from __future__ import annotations
 import json, re
 from pathlib import Path
 import numpy as np
+import torch
 from .core import DasError, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['START', 'END', 'load_results', 'forward_transfer_vs_base', 'claims', 'results_table', 'update_readme', 'main']
+__all__ = ['PAPER', 'START', 'END', 'load_results', 'forward_transfer_vs_base', 'claims', 'results_table', 'update_readme',
+           'main', 'importance_trajectory', 'protected_share', 'cosine_matrix', 'save_figure']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -42,12 +44,22 @@ def _cmp(a, b, higher=True):
     ok = d > 0 if higher else d < 0
     return ('yes' if ok and abs(d) > noise else 'no (within noise)' if abs(d) <= noise else 'no'), d
 
+PAPER = {   # what the paper reports for each claim (ICLR 2023, Tables 1 and 3; see ../shared/DAS_NOTES.md): its domains and tasks differ from ours, so the comparison is of the claim, not of the numbers
+    'DAS final average > NCL': 'yes (Table 1)',
+    'DAS forgetting rate < NCL': 'yes (Table 1)',
+    'DAS forgetting rate < 0 (backward transfer)': 'yes: DAS forgetting rate negative (Table 1)',
+    'DAS final average > base': 'yes: DAS > Non-CL (Table 1)',
+    'DAS final average > one': 'yes: DAS > ONE (Table 1)',
+    'ablation': 'yes: every ablation below full DAS (Table 3)',
+}
+
 def claims(results: dict, # {method: results} (load_results)
            metric: str = 'macro_f1') -> list:
-    "The paper's claims checked on our results: [{'claim', 'ours', 'reproduced'}], for the methods present."
+    "The paper's claims checked on our results: [{'claim', 'paper', 'ours', 'reproduced'}], for the methods present."
     S = {m: r['summary'][metric] for m, r in results.items()}
     out = []
-    def add(claim, ours, verdict): out.append({'claim': claim, 'ours': ours, 'reproduced': verdict})
+    def add(claim, ours, verdict):
+        out.append({'claim': claim, 'paper': PAPER['ablation' if claim.startswith('ablation') else claim], 'ours': ours, 'reproduced': verdict})
     fa = lambda m: S[m]['final_average']
     if 'das' in S and 'ncl' in S:
         v, d = _cmp(fa('das'), fa('ncl')); add('DAS final average > NCL', f"{fa('das')['mean']:.4f} vs {fa('ncl')['mean']:.4f} ({d:+.4f})", v)
@@ -84,8 +96,8 @@ def results_table(results: dict, # {method: results}
                     f"| {'' if gl is None else f'{gl:.3f}'} |")
     out = head + '\n'.join(rows) + '\n'
     if claims_rows:
-        out += '\n| claim (the paper) | ours | reproduced? |\n|---|---|---|\n'
-        out += ''.join(f"| {c['claim']} | {c['ours']} | {c['reproduced']} |\n" for c in claims_rows)
+        out += '\n| claim | the paper | ours (mean over seeds) | reproduced? |\n|---|---|---|---|\n'
+        out += ''.join(f"| {c['claim']} | {c.get('paper', '')} | {c['ours']} | {c['reproduced']} |\n" for c in claims_rows)
     return out
 
 START, END = '<!-- results:start -->', '<!-- results:end -->'
@@ -110,3 +122,36 @@ def main(argv=None):
     update_readme(table.read_text(encoding='utf-8'), a[2] if len(a) > 2 else 'README.md')
 
 if __name__ == '__main__' and not hasattr(__import__('sys'), 'ps1') and 'ipykernel' not in __import__('sys').modules: main()
+
+# %% ../nbs/10_report.ipynb
+def importance_trajectory(run_dir): # a DAS-family run folder with run.json (models/runs/<method>)
+    "[(label, accumulated, domain)] for each checkpoint with importance files (dicts kind -> (layers, units); domain may be None)."
+    from das.importance import load_importance
+    d = Path(run_dir)
+    if not (d/'run.json').exists(): raise DasError(f"{d} has no run.json", "train the method first (dvc repro train@<method>)")
+    out = []
+    for c in load_json(d/'run.json')['checkpoints']:
+        ck = d/Path(c['path']).name
+        if (ck/'importance_accumulated.pt').exists():
+            dom = ck/'importance_domain.pt'
+            out.append((f"{c['t']}-{c['label']}", load_importance(ck/'importance_accumulated.pt'), load_importance(dom) if dom.exists() else None))
+    return out
+
+def protected_share(imp: dict, # {kind: (layers, units)} importance
+                    threshold: float = 0.5) -> dict:
+    "{kind: share of units whose importance exceeds `threshold`}."
+    return {k: float((v > threshold).float().mean()) for k, v in imp.items()}
+
+def cosine_matrix(imps: dict) -> tuple: # {name: importance dict}
+    "(names, (n, n) numpy array): cosine similarity of the flattened importance vectors."
+    names = list(imps)
+    if not names: raise DasError("no importance to compare", "pass at least one importance dict")
+    X = torch.stack([torch.cat([imps[n][k].flatten().float() for k in sorted(imps[n])]) for n in names])
+    X = torch.nn.functional.normalize(X, dim=1)
+    return names, (X @ X.T).numpy()
+
+def save_figure(fig, # a matplotlib figure
+                path): # target .png
+    "Write `fig` as PNG atomically (an interrupted run leaves no half-written image)."
+    with atomic_write(path, 'wb') as f: fig.savefig(f, format='png', dpi=110, bbox_inches='tight')
+    return Path(path)
