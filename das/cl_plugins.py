@@ -471,6 +471,13 @@ def load_with_plugins(checkpoint_dir, # a checkpoint folder written by run_conti
     if meta is not None and needs_domain(meta) and domain not in meta['domains']:
         raise DasError(f"domain {domain!r} was not trained up to checkpoint {ck} (trained: {', '.join(meta['domains'])})",
                        f"pass one of {meta['domains']}")
+    if meta is not None and meta['plugin'] not in LOADERS and meta['plugin'] not in ('adapter', 'prompt', 'hat', 'cpt'):
+        import importlib
+        from das.continual import PLUGIN_MODULES
+        for mod in PLUGIN_MODULES: importlib.import_module(mod)       # plugins defined elsewhere (ELLE) register their loaders on import
+        if meta['plugin'] not in LOADERS:
+            raise DasError(f"checkpoint {ck} was written by plugin {meta['plugin']!r}, which has no loader",
+                           "import the module that registers it (@register_loader) before loading")
     if meta is not None and meta['plugin'] in LOADERS: return LOADERS[meta['plugin']](ck, meta, domain, **kw)
     model, tok = load_mlm(ck, **kw)
     if meta is None: return model, tok

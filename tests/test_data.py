@@ -251,3 +251,215 @@ def test_parse_general():
 def test_parse_trec():
     p = D.parse_trec({D._TREC: b'NUM:date When was it ?\nLOC:city Where is Z\xfcrich ?\nNUM:date When was it ?\n'})
     assert [(e['label'], e['text']) for e in p.examples] == [('NUM', 'When was it ?'), ('LOC', 'Where is Zürich ?')] and p.docs == []
+
+
+# --- bring your own domain (custom_domains in params.yaml) -----------------------------------------
+
+_VOCAB = 'the court held that a contract requires offer acceptance and consideration under common law rules'.split()
+
+
+def _texts(folder, files=(('a.txt', 120), ('sub/b.txt', 120)), seed=0):
+    import random
+    rng = random.Random(seed)
+    for name, n in files:
+        p = folder / name; p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(''.join(' '.join(rng.choice(_VOCAB) for _ in range(12)) + ' .\n' for _ in range(n)), encoding='utf-8')
+    return folder
+
+
+def _csv(path, counts=(('contract', 10), ('tort', 10)), extra=True):
+    import csv
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        w = csv.writer(f); w.writerow(['id', 'text', 'label', 'court'] if extra else ['text', 'label'])
+        for lab, n in counts:
+            for i in range(n):
+                row = [f'{lab} case {i}, with "quotes"', lab]
+                w.writerow([i, *row, 'x'] if extra else row)
+    return path
+
+
+@pytest.fixture
+def byo(tmp_path, monkeypatch):
+    "Inputs in tmp/in, custom root tmp/custom (via DAS_CUSTOM_DATA)."
+    root = tmp_path / 'custom'
+    monkeypatch.setenv('DAS_CUSTOM_DATA', str(root))
+    src = tmp_path / 'in'
+    _texts(src / 'texts'); _csv(src / 'labels.csv')
+    return src, root
+
+
+def test_custom_domain_round_trip(byo):
+    src, root = byo
+    # a task text that is also a corpus line: removed from the corpus if it lands in dev/test
+    with open(src / 'texts' / 'a.txt', 'a', encoding='utf-8') as f: f.write('tort case 3, with "quotes"\n\n   \n')
+    meta = D.custom_domain('contracts', src / 'texts', src / 'labels.csv', kind='legal')
+    d = D.get_domain('contracts')
+    assert (d.source, d.package, d.kind, d.labels, d.corpus) == ('custom', 'custom', 'legal', ('contract', 'tort'), True)
+    assert D.domain_dir('contracts') == root / 'contracts' and 'contracts' in D.all_domains() and list(D.custom_domains()) == ['contracts']
+    assert sorted(p.name for p in (root / 'contracts').iterdir()) == sorted(
+        ['corpus_train.txt', 'corpus_heldout.txt', 'corpus_train.ids', 'corpus_heldout.ids', 'task_train.jsonl', 'task_dev.jsonl', 'task_test.jsonl', 'meta.json'])
+    ds = D.load_task('contracts')
+    assert {s: ds[s].num_rows for s in ds} == {'train': 14, 'dev': 2, 'test': 4}
+    assert ds['train'].features['label'].names == ['contract', 'tort'] and ds['train'].column_names == ['text', 'label']
+    for s in ds.values(): assert set(s['label']) == {0, 1}
+    train, held = D.load_corpus('contracts'), D.load_corpus('contracts', 'heldout')
+    assert train and held and not set(train) & set(held)
+    lines = {' '.join(l.split()) for p in (src / 'texts').rglob('*.txt') for l in p.read_text().splitlines() if l.strip()}
+    dev_test = set(ds['dev']['text']) | set(ds['test']['text'])
+    assert set(train) | set(held) == lines - dev_test and not dev_test & (set(train) | set(held))
+    assert len(train) + len(held) == len(lines - dev_test)                            # repeats kept once
+    m = json.loads((root / 'contracts' / 'meta.json').read_text())
+    assert m == meta and m['package'] == 'custom' and set(m['inputs']['corpus_files']) == {'a.txt', 'sub/b.txt'}
+    assert m['inputs']['corpus_files']['a.txt'] == hashlib.sha256((src / 'texts' / 'a.txt').read_bytes()).hexdigest()
+    assert m['inputs']['task']['sha256'] == hashlib.sha256((src / 'labels.csv').read_bytes()).hexdigest()
+    assert len(m['sha256']) == 64 and m['corpus_counts']['heldout']['words'] >= D.MIN_SPLIT_WORDS
+    ids = (root / 'contracts' / 'corpus_train.ids').read_text().splitlines()
+    assert len(ids) == len(train) and all(i.startswith(('a.txt:', 'sub/b.txt:')) for i in ids)
+
+
+def test_custom_corpus_only_and_declared_labels(byo):
+    src, root = byo
+    D.custom_domain('notes', src / 'texts')
+    assert D.get_domain('notes').labels == () and D.load_corpus('notes')
+    with pytest.raises(DasError, match="domain 'notes' has no end task"): D.load_task('notes')
+    D.custom_domain('ordered', src / 'texts', src / 'labels.csv', labels=['tort', 'contract'])
+    assert D.load_task('ordered')['test'].features['label'].names == ['tort', 'contract']
+    with pytest.raises(DasError, match=r"unknown domain 'nope'.*notes, ordered \(custom\)"): D.get_domain('nope')
+
+
+def test_custom_domain_is_deterministic(byo, tmp_path):
+    src, root = byo
+    D.custom_domain('contracts', src / 'texts', src / 'labels.csv')
+    import shutil
+    shutil.copytree(src, tmp_path / 'elsewhere')                                     # the same inputs, another location
+    D.custom_domain('contracts', tmp_path / 'elsewhere' / 'texts', tmp_path / 'elsewhere' / 'labels.csv', root=tmp_path / 'other')
+    a, b = root / 'contracts', tmp_path / 'other' / 'contracts'
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir(): assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+    (tmp_path / 'elsewhere' / 'texts' / 'a.txt').write_text((tmp_path / 'elsewhere' / 'texts' / 'a.txt').read_text() + 'one more line .\n')
+    m = D.custom_domain('contracts', tmp_path / 'elsewhere' / 'texts', tmp_path / 'elsewhere' / 'labels.csv', root=tmp_path / 'other')
+    assert m['sha256'] != json.loads((a / 'meta.json').read_text())['sha256']
+
+
+def _bad_inputs(src):
+    "name -> (kwargs of custom_domain, expected message); every case is checked before anything is written."
+    (src / 'empty').mkdir(); (src / 'empty' / 'notes.md').write_text('not a txt file\n')
+    _texts(src / 'tiny', (('a.txt', 5),))
+    _texts(src / 'smallheld', (('a.txt', 100),))                           # train fine, held-out 5 lines x 13 words < 126
+    (src / 'latin1').mkdir(); (src / 'latin1' / 'a.txt').write_bytes('caf\xe9 au lait\n'.encode('latin-1'))
+    (src / 'nolabel.csv').write_text('text,category\nhello,a\n')
+    _csv(src / 'few.csv', (('contract', 10), ('tort', 5)))
+    _csv(src / 'one.csv', (('contract', 10),))
+    (src / 'emptylabel.csv').write_text('text,label\nhello,a\nworld,\n')
+    t = src / 'texts'
+    return {
+        'missing folder': (dict(name='x', corpus=src / 'nope'), r'corpus folder .*nope does not exist. Fix: point `corpus:` at a folder'),
+        'corpus is a file': (dict(name='x', corpus=src / 'labels.csv'), 'is a file, not a folder'),
+        'no txt files': (dict(name='x', corpus=src / 'empty'), r'holds no \.txt files. Fix: put the domain text into UTF-8 \*\.txt files'),
+        'too little text': (dict(name='x', corpus=src / 'tiny'), r'too little text .*the train corpus split of x would hold \d+ words.*Fix: add text'),
+        'too little held-out': (dict(name='x', corpus=src / 'smallheld'), r'the heldout corpus split of x would hold 65 words \(5 lines\), fewer than the 126'),
+        'not utf-8': (dict(name='x', corpus=src / 'latin1'), r'a.txt is not UTF-8 .*Fix: re-save the file as UTF-8'),
+        'missing csv': (dict(name='x', corpus=t, task=src / 'nope.csv'), r'task file .*nope.csv does not exist'),
+        'csv columns': (dict(name='x', corpus=t, task=src / 'nolabel.csv'), r"has columns \['text', 'category'\], without 'label'. Fix: give the CSV a header row"),
+        'too few of a label': (dict(name='x', corpus=t, task=src / 'few.csv'), r"label 'tort' has 5 distinct text\(s\), too few to split: every label needs at least 6"),
+        'single label': (dict(name='x', corpus=t, task=src / 'one.csv'), r"has the single label 'contract'"),
+        'empty label': (dict(name='x', corpus=t, task=src / 'emptylabel.csv'), r'row 2 \(line 3\) has a text but no label'),
+        'undeclared label': (dict(name='x', corpus=t, task=src / 'labels.csv', labels=['contract']), r"has labels \['tort'\] that are not in labels"),
+        'labels without task': (dict(name='x', corpus=t, labels=['a', 'b']), 'lists labels but has no task'),
+        'built-in name': (dict(name='movie', corpus=t), r"'movie' is the name of a built-in domain. Fix: pick another name"),
+        'built-in general': (dict(name='general', corpus=t), 'is the name of a built-in domain'),
+        'unsafe name': (dict(name='../evil', corpus=t), r"'../evil' is not a safe folder name. Fix: use 1 to 40 lowercase"),
+        'unsafe name space': (dict(name='my domain', corpus=t), 'not a safe folder name'),
+        'upper-case name': (dict(name='Movie', corpus=t), 'not a safe folder name'),
+        'bad kind': (dict(name='x', corpus=t, kind='Some Kind'), 'is not a lowercase word'),
+    }
+
+
+def test_custom_bad_inputs_raise_before_writing(byo):
+    src, root = byo
+    D.custom_domain('keep', src / 'texts')                                          # an existing build must survive
+    before = D.dir_md5(root)
+    for case, (kw, msg) in _bad_inputs(src).items():
+        with pytest.raises(DasError, match=msg): D.custom_domain(**kw)
+        assert sorted(p.name for p in root.iterdir()) == ['keep'], case
+        assert D.dir_md5(root) == before, case
+
+
+def test_custom_rebuild_failing_midway_keeps_old(byo, monkeypatch):
+    src, root = byo
+    D.custom_domain('contracts', src / 'texts', src / 'labels.csv')
+    before = D.dir_md5(root / 'contracts')
+    calls = []
+    real = D._write
+    def flaky(path, text):
+        calls.append(path)
+        if len(calls) == 3: raise OSError('disk full')
+        real(path, text)
+    monkeypatch.setattr(D, '_write', flaky)
+    with pytest.raises(OSError, match='disk full'): D.custom_domain('contracts', src / 'texts', src / 'labels.csv', labels=['tort', 'contract'])
+    assert D.dir_md5(root / 'contracts') == before and sorted(p.name for p in root.iterdir()) == ['contracts']   # no temp left
+
+
+def test_custom_cli_from_params(byo, tmp_path):
+    src, root = byo
+    p = src / 'params.yaml'
+    p.write_text('base: {seed: 0}\ncustom_domains:            # name -> {corpus, task}\n'
+                 '  contracts: {corpus: texts, task: labels.csv}\n  notes: texts/sub\n'
+                 f"  abs: {{corpus: {src / 'texts'}, kind: legal}}\n")
+    _texts(src / 'texts' / 'sub', (('more.txt', 200),), seed=1)
+    assert D.main(['custom', '--params', str(p)]) == 0
+    assert sorted(p.name for p in root.iterdir()) == ['abs', 'contracts', 'index.json', 'notes']
+    idx = json.loads((root / 'index.json').read_text())['domains']
+    assert idx['contracts']['task']['test'] == {'contract': 2, 'tort': 2} and idx['notes']['task'] is None and idx['abs']['kind'] == 'legal'
+    assert D.load_task('contracts')['dev'].num_rows == 2 and D.get_domain('abs').kind == 'legal'
+    # one bad entry: nothing is written, exit code 1, message on stderr
+    before = D.dir_md5(root)
+    p.write_text('custom_domains:\n  contracts: {corpus: texts, task: labels.csv}\n  movie: {corpus: texts}\n')
+    assert D.main(['custom', '--params', str(p)]) == 1 and D.dir_md5(root) == before
+    p.write_text('custom_domains:\n  x: {corpus: texts, labelz: [a]}\n')
+    with pytest.raises(DasError, match=r"unknown key\(s\) \['labelz'\]"): D.custom_specs(p)
+    p.write_text('custom_domains: [a, b]\n')
+    with pytest.raises(DasError, match='is not a mapping'): D.custom_specs(p)
+    # an empty group (or none): nothing to build, exit 0, an empty index
+    for text in ('custom_domains:\n', 'custom_domains: {}\n', 'base: {seed: 0}\n'):
+        p.write_text(text)
+        assert D.main(['custom', '--params', str(p)]) == 0
+        assert [x.name for x in root.iterdir()] == ['index.json'] and D.custom_domains() == {}
+
+
+def test_custom_cli_subprocess(byo):
+    src, root = byo
+    p = src / 'params.yaml'
+    p.write_text('custom_domains:\n  contracts: {corpus: texts, task: labels.csv}\n')
+    env = {**__import__('os').environ, 'DAS_CUSTOM_DATA': str(root)}
+    r = subprocess.run([sys.executable, '-m', 'das.data', 'custom', '--params', str(p)], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and 'contracts: corpus' in r.stdout and 'built 1 custom domain(s)' in r.stdout, r.stderr
+    p.write_text('custom_domains:\n  movie: {corpus: texts}\n')
+    r = subprocess.run([sys.executable, '-m', 'das.data', 'custom', '--params', str(p)], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and 'is the name of a built-in domain' in r.stderr
+
+
+def test_custom_name_never_shadows_builtin(byo):
+    src, root = byo
+    # even a hand-made folder data_custom/movie with a custom meta.json cannot replace the built-in entry
+    (root / 'movie').mkdir(parents=True)
+    (root / 'movie' / 'meta.json').write_text(json.dumps(dict(name='movie', package='custom', kind='custom', paths=[], task='', labels=[], stands_for='', corpus_counts={})))
+    assert D.get_domain('movie') is D.DOMAINS['movie'] and D.domain_dir('movie') == D.data_dir() / 'movie'
+    assert D.all_domains()['movie'] is D.DOMAINS['movie']
+
+
+def test_check_order_accepts_custom_domain(byo):
+    src, root = byo
+    D.custom_domain('contracts', src / 'texts', src / 'labels.csv')
+    from das.continual import check_order
+    assert check_order(['movie', 'contracts']) == ['movie', 'contracts']
+
+
+def test_custom_never_replaces_foreign_folders(byo, tmp_path, monkeypatch):
+    src, root = byo
+    foreign = tmp_path / 'precious'; (foreign / 'x').mkdir(parents=True); (foreign / 'x' / 'keep.txt').write_text('keep\n')
+    with pytest.raises(DasError, match='is not a folder of custom domains, so it is not replaced'): D.build_custom({}, foreign)
+    with pytest.raises(DasError, match='is not a custom domain, so it is not replaced'): D.custom_domain('x', src / 'texts', root=foreign)
+    monkeypatch.setenv('DAS_DATA', str(tmp_path / 'data')); (tmp_path / 'data').mkdir()
+    with pytest.raises(DasError, match='is not a folder of custom domains'): D.build_custom({}, tmp_path / 'data')   # never data/ itself
+    assert (foreign / 'x' / 'keep.txt').read_text() == 'keep\n'

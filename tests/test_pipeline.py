@@ -1,0 +1,107 @@
+"""The DVC pipeline as a DVC user expects it, on the smoke profile (tiny model, two domains, two steps).
+
+One temporary repository holds this repo's dvc.yaml, notebooks, package and a params.yaml that is the real one
+with smoke values overlaid (so a renamed or missing parameter fails here), and one domain brought by the user
+(a folder of text and a labelled CSV, listed in params.yaml, no code). Checked: `dvc repro` runs every stage
+through papermill; `dvc status` is clean after it; a second `dvc repro` runs nothing; changing one method's
+parameter reruns only that method's stages and the report; `dvc exp run -S` runs an experiment;
+`dvc metrics show`, `dvc params diff` and `dvc plots show` (PNG, no CDN) work.
+"""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+import pytest, yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SMOKE = {
+    'base': {'num_threads': 1},
+    'warmup': {'steps': 2, 'batch_size': 4, 'max_len': 32, 'max_train_docs': 40, 'eval_max_blocks': 4,
+               'eval_max_blocks_general': 4, 'eval_batch_size': 8, 'log_every': 1},
+    'general_importance': {'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
+    'custom_domains': {'toy': {'corpus': 'custom_inputs/toy/texts', 'task': 'custom_inputs/toy/labels.csv'}},
+    'continual': {'order': ['movie', 'toy'], 'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
+    'study': {'methods': ['base', 'ncl', 'das']},
+    'evaluate': {'seeds': [0], 'max_train': 32, 'max_test': 32, 'max_len': 32},
+}
+
+
+def overlay(d: dict, o: dict) -> dict:
+    for k, v in o.items():
+        if k not in d: raise KeyError(f'params.yaml has no {k!r}: the smoke overlay is out of date')
+        d[k] = overlay(d[k], v) if isinstance(v, dict) and d[k] else v
+    return d
+
+
+def sh(repo, *cmd, check=True):
+    env = {**os.environ, 'PYTHONPATH': str(repo), 'PATH': f'{BIN}:{os.environ["PATH"]}', 'HF_HUB_OFFLINE': '1',
+           'HF_DATASETS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false', 'DVC_NO_ANALYTICS': '1'}
+    r = subprocess.run(list(cmd), cwd=repo, env=env, capture_output=True, text=True)
+    if check and r.returncode: raise AssertionError(f'{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}')
+    return r.stdout + r.stderr
+
+
+def ran(out: str) -> set:
+    "Stages that `dvc repro` / `dvc exp run` executed."
+    return {l.split("'")[1] for l in out.splitlines() if l.startswith("Running stage '")}
+
+
+@pytest.fixture(scope='module')
+def repo(tmp_path_factory):
+    if not (ROOT/'data'/'base_model'/'config.json').exists(): pytest.fail('data/ is missing: run `make data` first')
+    r = tmp_path_factory.mktemp('pipe')/'repo'
+    r.mkdir()
+    for f in ('dvc.yaml', 'settings.ini'): shutil.copy(ROOT/f, r/f)
+    words = 'the market price of grain rose while farmers stored their harvest and traders waited for rain'.split()
+    (r/'custom_inputs'/'toy'/'texts').mkdir(parents=True)
+    (r/'custom_inputs'/'toy'/'texts'/'a.txt').write_text(
+        ''.join(' '.join(words[(i * 7 + j) % len(words)] for j in range(140)) + f' line {i}\n' for i in range(40)))
+    (r/'custom_inputs'/'toy'/'labels.csv').write_text('text,label\n' + ''.join(
+        f'{"rain fell on the field" if y else "prices went up at the market"} number {i},{"weather" if y else "trade"}\n'
+        for i in range(10) for y in (0, 1)))
+    for d in ('nbs', 'das'): shutil.copytree(ROOT/d, r/d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
+    (r/'data').symlink_to(ROOT/'data', target_is_directory=True)
+    sys.path.insert(0, str(ROOT))
+    from das.continual import smoke_model_dir
+    smoke_model_dir(r/'smoke_model')
+    params = overlay(yaml.safe_load((ROOT/'params.yaml').read_text()), {**SMOKE, 'base': {**SMOKE['base'], 'model_path': 'smoke_model'}})
+    (r/'params.yaml').write_text(yaml.safe_dump(params, sort_keys=False))
+    (r/'.gitignore').write_text('smoke_model/\n__pycache__/\n')
+    sh(r, 'git', 'init', '-q'); sh(r, 'git', 'config', 'user.email', 't@t'); sh(r, 'git', 'config', 'user.name', 't')
+    sh(r, 'dvc', 'init', '-q'); sh(r, 'dvc', 'config', 'core.analytics', 'false')
+    sh(r, 'git', 'add', '-A'); sh(r, 'git', 'commit', '-qm', 'smoke')
+    return r
+
+
+def test_repro_status_noop_and_selective_rerun(repo):
+    out = sh(repo, 'dvc', 'repro')
+    stages = {'warmup', 'custom_domains', 'general_importance', 'report'} | {f'{s}@{m}' for s in ('train', 'evaluate') for m in ('base', 'ncl', 'das')}
+    assert ran(out) == stages, out[-2000:]
+    for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
+              'results/table.md', 'runs/report.ipynb', 'plots/warmup.png', 'plots/report/accuracy_matrices.png',
+              'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy'):
+        assert (repo/p).exists(), p
+    res = json.loads((repo/'results'/'eval'/'das.json').read_text())
+    assert res['domain_tasks'] == ['movie', 'toy'] and 'toy' in res['corpora']      # the user's domain is trained and evaluated
+    assert 'up to date' in sh(repo, 'dvc', 'status')
+    again = sh(repo, 'dvc', 'repro')
+    assert ran(again) == set(), again[-2000:]                                 # a second repro does nothing
+    sh(repo, 'git', 'add', '-A'); sh(repo, 'git', 'commit', '-qm', 'study')
+
+    p = yaml.safe_load((repo/'params.yaml').read_text())
+    p['methods']['das']['lam'] = 0.5                                          # one method's parameter
+    (repo/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
+    diff = sh(repo, 'dvc', 'params', 'diff')
+    assert 'methods.das.lam' in diff and '0.5' in diff
+    out = sh(repo, 'dvc', 'repro')
+    assert ran(out) == {'train@das', 'evaluate@das', 'report'}, out[-2000:]
+    assert 'metrics/study.json' in sh(repo, 'dvc', 'metrics', 'show')
+    sh(repo, 'dvc', 'plots', 'show', '-o', 'dvc_plots')
+    html = (repo/'dvc_plots'/'index.html').read_text()
+    assert '<img' in html and 'cdn' not in html.lower()                        # PNG only, nothing to fetch
+    sh(repo, 'git', 'add', '-A'); sh(repo, 'git', 'commit', '-qm', 'lam')
+
+
+def test_exp_run_set_param(repo):
+    out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
+    assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report'}, out[-2000:]
+    assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
