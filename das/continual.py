@@ -18,8 +18,9 @@ from .importance import (accumulate, load_importance, random_importance,
 from .dap import block_loader, importance_across, train_domain
 
 # %% auto 0
-__all__ = ['METHODS', 'PLUGIN_MODULES', 'DapConfig', 'domain_blocks', 'register', 'Method', 'NCL', 'make_method', 'Run',
-           'check_order', 'run_continual', 'method_params_of', 'smoke_model_dir', 'Base', 'One', 'Pool', 'DAS']
+__all__ = ['METHODS', 'PLUGIN_MODULES', 'SPEC_KEYS', 'DapConfig', 'domain_blocks', 'register', 'Method', 'NCL', 'make_method',
+           'Run', 'check_order', 'run_continual', 'method_params_of', 'smoke_model_dir', 'Base', 'One', 'Pool', 'DAS',
+           'main']
 
 # %% ../nbs/09_continual.ipynb
 @dataclasses.dataclass
@@ -200,7 +201,7 @@ def run_continual(method, # a Method, or a registered name
     check_mlm_dir(model_dir)
     if accelerator is None:
         from accelerate import Accelerator
-        accelerator = Accelerator()
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())   # cpu=True: gloo processes under `accelerate launch` on a machine without GPUs
     model, tok = load_mlm(model_dir, verbose=False, seed=cfg.seed)
     if general_importance is not None and Path(general_importance).exists():
         load_importance(general_importance, model)                     # refuses a file of another model, now
@@ -350,3 +351,20 @@ class DAS(Method):
     def load_state(self, folder, run):
         self.acc, meta = load_importance(folder/'importance_accumulated.pt', run.model, with_meta=True)
         self.last, self.parts = load_importance(folder/'importance_domain.pt', run.model), meta['domains']
+
+# %% ../nbs/09_continual.ipynb
+SPEC_KEYS = ('method', 'params', 'order', 'model_dir', 'out_dir', 'config', 'general_importance')
+
+def main(argv=None):
+    "Command line: python -m das.continual SPEC.json -- `run_continual` from a JSON spec (see `SPEC_KEYS`)."
+    import sys
+    a = list(sys.argv[1:] if argv is None else argv)
+    if len(a) != 1: raise SystemExit('usage: [accelerate launch [options]] python -m das.continual SPEC.json')
+    spec = load_json(a[0])
+    miss = [k for k in SPEC_KEYS if k not in spec]
+    if miss: raise DasError(f"{a[0]} lacks {miss}", f"a spec holds {', '.join(SPEC_KEYS)} (see nbs/09b_train.ipynb)")
+    m = make_method(spec['method'], spec['params'])
+    return run_continual(m, spec['order'], spec['model_dir'], spec['out_dir'], spec['config'],
+                         general_importance=spec['general_importance'], progress=spec.get('progress', True))
+
+if __name__ == '__main__' and not hasattr(__import__('sys'), 'ps1') and 'ipykernel' not in __import__('sys').modules: main()

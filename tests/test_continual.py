@@ -174,3 +174,14 @@ def test_a_method_may_replace_the_model_and_a_grown_run_resumes(tmp_path, gdir):
     run_continual(g2, ['a', 'b', 'a2'], gdir, tmp_path/'part', cfg, progress=False, corpus={**TOY, 'a2': TOY['a']}.get)
     a, b = (load_mlm(tmp_path/d/'2-a2', verbose=False)[0] for d in ('full', 'part'))
     assert torch.equal(flat(a), flat(b))
+
+
+def test_training_notebook_with_a_launcher_runs_the_loop_in_two_processes(tmp_path):
+    "09b_train with `launcher`: the spec goes to `python -m das.continual` under accelerate (2 gloo processes here)."
+    from launch import ACCELERATE, ROOT, free_port, run
+    launcher = f'{ACCELERATE} launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no --main_process_port {free_port()}'
+    run([sys.executable, '-m', 'papermill', '--log-level', 'ERROR', ROOT/'nbs'/'09b_train.ipynb', tmp_path/'out.ipynb', '-p', 'method', 'ncl',
+         '-p', 'runs_dir', tmp_path/'runs', '-p', 'metrics_dir', tmp_path/'metrics', '-p', 'launcher', launcher, '-p', 'num_threads', 1], ROOT)
+    man = load_json(tmp_path/'runs'/'ncl'/'run.json')
+    assert [c['label'] for c in man['checkpoints']] == ['movie', 'computing']
+    assert (tmp_path/'runs'/'ncl'/'1-computing'/'model.safetensors').exists() and (tmp_path/'metrics'/'ncl.json').exists()
