@@ -26,7 +26,10 @@ def child(method: str, domains: int, steps: int | None, out: str) -> None:
     from das.continual import make_method, method_params_of, run_continual
     p = yaml.safe_load((ROOT/'params.yaml').read_text())
     torch.set_num_threads(int(p['base'].get('num_threads') or 2))
-    cfg = {k: v for k, v in p['continual'].items() if k not in ('order', 'general_model', 'general_importance', 'runs_dir', 'metrics_dir')}
+    import dataclasses
+    from das.continual import DapConfig
+    fields = {f.name for f in dataclasses.fields(DapConfig)}
+    cfg = {k: v for k, v in p['continual'].items() if k in fields}
     if steps: cfg['steps'] = steps
     order = p['continual']['order'][:domains]
     t0 = time.perf_counter()

@@ -4,13 +4,13 @@
 
 # %% ../nbs/00a_pipeline.ipynb 2
 from __future__ import annotations
-import argparse, os, sys
+import argparse, os, re, sys
 from pathlib import Path
 import yaml
 from .core import DasError, root_dir
 
 # %% auto 0
-__all__ = ['stage_params', 'run_notebook', 'main']
+__all__ = ['stage_params', 'run_notebook', 'main', 'profile_overrides', 'run_profile']
 
 # %% ../nbs/00a_pipeline.ipynb
 def stage_params(sections: list[str], # groups of params.yaml to overlay on `base`, in order
@@ -55,7 +55,13 @@ def run_notebook(notebook, # source notebook in nbs/
 
 # %% ../nbs/00a_pipeline.ipynb
 def main(argv=None):
-    "Command line: python -m das.pipeline NOTEBOOK OUTPUT [GROUP ...] [-p NAME VALUE ...]"
+    "Command line: python -m das.pipeline NOTEBOOK OUTPUT [GROUP ...] [-p NAME VALUE ...] | profile FILE [--name N] [--dry]"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['profile']:
+        ap = argparse.ArgumentParser(prog='python -m das.pipeline profile', description=run_profile.__doc__)
+        ap.add_argument('files', nargs='+'); ap.add_argument('--name', default=None); ap.add_argument('--dry', action='store_true')
+        a = ap.parse_args(argv[1:])
+        return run_profile(a.files, a.name, a.dry)
     ap = argparse.ArgumentParser(prog='python -m das.pipeline', description=main.__doc__)
     ap.add_argument('notebook'); ap.add_argument('output'); ap.add_argument('groups', nargs='*')
     ap.add_argument('-p', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'))
@@ -63,5 +69,56 @@ def main(argv=None):
     params = stage_params(a.groups)
     params.update({k: yaml.safe_load(v) for k, v in a.p})
     run_notebook(a.notebook, a.output, params)
+
+# %% ../nbs/00a_pipeline.ipynb
+_PLAIN = re.compile(r'^[A-Za-z0-9_./:-]+$')
+
+def _hydra(v) -> str:
+    "A value in the override grammar of `dvc exp run -S` (lists and scalars; strings quoted when needed)."
+    if v is None: return 'null'
+    if isinstance(v, bool): return 'true' if v else 'false'
+    if isinstance(v, (int, float)): return repr(v)
+    if isinstance(v, (list, tuple)): return '[' + ','.join(_hydra(x) for x in v) + ']'
+    if isinstance(v, dict): return '{' + ','.join(f'{k}:{_hydra(x)}' for k, x in v.items()) + '}'
+    s = str(v)
+    return s if s and _PLAIN.match(s) and s not in ('null', 'true', 'false') else "'" + s.replace("'", "\\'") + "'"
+
+def _merge(a: dict, b: dict) -> dict:
+    "b over a, recursively."
+    out = dict(a)
+    for k, v in b.items(): out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+def profile_overrides(profile, # YAML file of overrides grouped like params.yaml, or a list of them (later ones win)
+                      params=None) -> list: # params file (default: params.yaml at the repo root)
+    "`dvc exp run` arguments ['-S', 'group.key=value', ...] that apply `profile` on top of `params`."
+    files, params = [Path(f) for f in ([profile] if isinstance(profile, (str, Path)) else profile)], Path(params or root_dir()/'params.yaml')
+    prof = {}
+    for f in files:
+        if not f.exists(): raise DasError(f"profile {f} does not exist", "pass a YAML file of overrides, e.g. profiles/paper.yaml")
+        prof = _merge(prof, yaml.safe_load(f.read_text()) or {})
+    base = yaml.safe_load(params.read_text()) or {}
+    bad = sorted(set(prof) - set(base))
+    if bad: raise DasError(f"profile {', '.join(f.name for f in files)} has groups {bad} that params.yaml does not", f"use the groups of params.yaml: {', '.join(base)}")
+    out = []
+    def walk(node, ref, path):
+        for k, v in node.items():
+            key, exists = f'{path}.{k}' if path else str(k), isinstance(ref, dict) and k in ref
+            if not exists: out.extend(['-S', f'+{key}={_hydra(v)}'])                  # a new key, with its whole value
+            elif isinstance(v, dict) and v and isinstance(ref[k], dict): walk(v, ref[k], key)
+            else: out.extend(['-S', f'{key}={_hydra(v)}'])
+    walk(prof, base, '')
+    return out
+
+def run_profile(profile, # YAML file of overrides, or a list of them (later ones win)
+                name: str | None = None, # experiment name (default: the first profile's file name)
+                dry: bool = False): # only print the command
+    "Run the study with `profile` as one DVC experiment (`dvc exp run -n NAME -S ...`)."
+    import subprocess, shlex
+    files = [profile] if isinstance(profile, (str, Path)) else list(profile)
+    cmd = ['dvc', 'exp', 'run', '-n', name or Path(files[0]).stem] + profile_overrides(files)
+    print(' '.join(shlex.quote(c) for c in cmd), flush=True)
+    if not dry: subprocess.run(cmd, check=True, cwd=root_dir())
+    return cmd
 
 if __name__ == '__main__' and not hasattr(sys, 'ps1') and 'ipykernel' not in sys.modules: main()

@@ -105,3 +105,48 @@ def test_exp_run_set_param(repo):
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
     assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report'}, out[-2000:]
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
+
+
+PAPER_ON_CPU = {   # what a CPU changes in the paper profile: the model (a tiny random RoBERTa), the sizes, 2 gloo processes
+    'base': {'model_path': 'tiny_roberta', 'num_threads': 1},
+    'warmup': {'max_len': 32, 'max_train_docs': 40, 'eval_max_blocks': 4, 'eval_max_blocks_general': 4, 'eval_batch_size': 8},
+    'general_importance': {'batch_size': 4, 'max_len': 32, 'importance_batches': 1, 'n_positions': 8},
+    'continual': {'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1,
+                  'launcher': 'accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no'},
+    'study': {'methods': ['das']},
+    'evaluate': {'seeds': [0], 'max_train': 24, 'max_test': 12, 'max_len': 32, 'mlm_batches': 1},
+}
+
+
+def test_paper_profile_runs_on_cpu_with_a_tiny_roberta(tmp_path_factory):
+    "profiles/paper.yaml as a DVC experiment: RoBERTa, no warm-up, the user's six domains, the loop under accelerate, fine-tuning."
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
+    sys.path.insert(0, str(ROOT))
+    from das.model import save_mlm
+    r = tmp_path_factory.mktemp('paper')/'repo'; r.mkdir()
+    for f in ('dvc.yaml', 'settings.ini', 'params.yaml'): shutil.copy(ROOT/f, r/f)
+    for d in ('nbs', 'das', 'profiles'): shutil.copytree(ROOT/d, r/d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
+    (r/'data').symlink_to(ROOT/'data', target_is_directory=True)
+    tok = AutoTokenizer.from_pretrained(str(ROOT/'data'/'base_model'))
+    cfg = RobertaConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=200, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
+    save_mlm(RobertaForMaskedLM(cfg), tok, r/'tiny_roberta')
+    paper = yaml.safe_load((ROOT/'profiles'/'paper.yaml').read_text())
+    words = 'a review of the new phone camera lens battery and screen on the table with citations of methods'.split()
+    for i, d in enumerate(paper['continual']['order']):                     # the user's files, here made up
+        spec = paper['custom_domains'][d]
+        (r/spec['corpus']).mkdir(parents=True)
+        (r/spec['corpus']/'t.txt').write_text(''.join(' '.join(words[(k * (i + 3) + j) % len(words)] for j in range(140)) + f' {d} {k}\n' for k in range(30)))
+        (r/spec['task']).write_text('text,label\n' + ''.join(f'{d} example {k} {"good" if y else "bad"} {words[k % len(words)]},{"pos" if y else "neg"}\n'
+                                                              for k in range(8) for y in (0, 1)))
+    (r/'cpu.yaml').write_text(yaml.safe_dump(PAPER_ON_CPU))
+    (r/'.gitignore').write_text('tiny_roberta/\n__pycache__/\n')
+    sh(r, 'git', 'init', '-q'); sh(r, 'git', 'config', 'user.email', 't@t'); sh(r, 'git', 'config', 'user.name', 't')
+    sh(r, 'dvc', 'init', '-q'); sh(r, 'dvc', 'config', 'core.analytics', 'false')
+    sh(r, 'git', 'add', '-A'); sh(r, 'git', 'commit', '-qm', 'paper on cpu')
+    out = sh(r, sys.executable, '-m', 'das.pipeline', 'profile', 'profiles/paper.yaml', 'cpu.yaml', '--name', 'paper_cpu')
+    assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'report'}, out[-3000:]
+    res = json.loads((r/'results'/'eval'/'das.json').read_text())
+    assert res['domain_tasks'] == paper['continual']['order'] and res['settings']['protocol'] == 'paper'
+    assert json.loads((r/'models'/'general'/'config.json').read_text())['model_type'] == 'roberta'
+    assert 'paper_cpu' in sh(r, 'dvc', 'exp', 'list')
