@@ -18,9 +18,10 @@ from .continual import Method, register
 from .baselines import finite_number
 
 # %% auto 0
-__all__ = ['PLUGIN_FILE', 'LOADERS', 'frozen', 'positive_int', 'sublayer_outputs', 'Adapter', 'AdapterStack', 'DapAdapter',
-           'SoftPrompt', 'DapPrompt', 'LiveGates', 'TaskMasks', 'HAT', 'adapter_block_pairs', 'CPT', 'register_loader',
-           'needs_domain', 'load_with_plugins', 'evaluate_with_task_ids']
+__all__ = ['PLUGIN_FILE', 'LOADERS', 'frozen', 'only_plugin_trains', 'positive_int', 'sublayer_outputs', 'Adapter',
+           'AdapterStack', 'DapAdapter', 'SoftPrompt', 'DapPrompt', 'LiveGates', 'TaskMasks', 'HAT',
+           'adapter_block_pairs', 'CPT', 'register_loader', 'needs_domain', 'load_with_plugins',
+           'evaluate_with_task_ids']
 
 # %% ../nbs/09d_cl_plugins.ipynb
 @contextlib.contextmanager
@@ -31,6 +32,14 @@ def frozen(model: nn.Module): # the masked LM
     try: yield model
     finally:
         for p, f in flags: p.requires_grad_(f)
+
+def only_plugin_trains(model: nn.Module, # the masked LM
+                       plugin) -> contextlib.ExitStack: # a module with `nest(on)` (AdapterStack, SoftPrompt)
+    "Freeze `model`'s own parameters and nest `plugin` into it; `.close()` un-nests it and restores the flags."
+    st = contextlib.ExitStack()
+    st.enter_context(frozen(model))
+    plugin.nest(); st.callback(plugin.nest, False)
+    return st
 
 def positive_int(x) -> bool:
     "True for an int >= 1 (not a bool)."
@@ -118,15 +127,12 @@ class DapAdapter(Method):
 
     def before_run(self, run):
         self.stack = AdapterStack.for_model(run.model, self.params['size'], seed=run.cfg.seed).attach(run.model)
-        self._frozen = None
 
     def before_domain(self, run):
-        self._frozen = frozen(run.model); self._frozen.__enter__()
-        self.stack.nest()
+        self._only = only_plugin_trains(run.model, self.stack)
 
     def after_domain(self, run):
-        self.stack.nest(False)
-        self._frozen.__exit__(None, None, None); self._frozen = None
+        self._only.close()
 
     def save_state(self, folder):
         save_file({k: v.detach().cpu().contiguous() for k, v in self.stack.state_dict().items()}, str(Path(folder)/'adapters.safetensors'))
@@ -223,15 +229,12 @@ class DapPrompt(Method):
             raise DasError(f"prompt length {n} + block length {run.cfg.max_len} exceeds the model's {cap} positions",
                            f"use length <= {cap - run.cfg.max_len} or a shorter max_len")
         self.prompt = SoftPrompt(run.model, n, seed=run.cfg.seed).attach(run.model)
-        self._frozen = None
 
     def before_domain(self, run):
-        self._frozen = frozen(run.model); self._frozen.__enter__()
-        self.prompt.nest()
+        self._only = only_plugin_trains(run.model, self.prompt)
 
     def after_domain(self, run):
-        self.prompt.nest(False)
-        self._frozen.__exit__(None, None, None); self._frozen = None
+        self._only.close()
 
     def save_state(self, folder):
         save_file({'prompt': self.prompt.prompt.detach().cpu().contiguous()}, str(Path(folder)/'prompt.safetensors'))
@@ -410,7 +413,7 @@ class CPT(Method):
         n, d = len(self.stack), run.model.config.hidden_size
         self.masks = TaskMasks({'down': (n, self.params['size']), 'up': (n, d)}, self.params['smax'], self.params['emb_lr'])
         self.masks.accelerator = run.accelerator
-        self.block, self.handle, self._frozen = None, None, None
+        self.block, self.handle = None, None
 
     def _set_live(self, mod, args):
         m = self.masks.current(); self.stack.set_masks(m['down'], m['up'])
@@ -420,8 +423,7 @@ class CPT(Method):
         self.masks.start(run.label, run.cfg.steps, seed=run.cfg.seed * 1000 + run.t, device=dev)
         self.block = None if self.masks.acc is None else adapter_block_pairs(self.stack, self.masks.acc)
         self.handle = encoder_of(run.model).register_forward_pre_hook(self._set_live)
-        self._frozen = frozen(run.model); self._frozen.__enter__()
-        self.stack.nest(); self.log = []
+        self._only = only_plugin_trains(run.model, self.stack); self.log = []
 
     extra_loss = HAT.extra_loss
 
@@ -432,8 +434,7 @@ class CPT(Method):
         self.masks.update()
 
     def after_domain(self, run):
-        self.stack.nest(False)
-        self._frozen.__exit__(None, None, None); self._frozen = None
+        self._only.close()
         self.handle.remove(); self.stack.set_masks(None)
         self.masks.finish()
 

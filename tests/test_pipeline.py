@@ -40,6 +40,24 @@ def sh(repo, *cmd, check=True):
     return r.stdout + r.stderr
 
 
+def new_repo(r: Path, dirs=('nbs', 'das'), files=('dvc.yaml', 'settings.ini')) -> Path:
+    "A temporary copy of this repo's pipeline: `files` and `dirs` copied, data/ linked."
+    r.mkdir(parents=True)
+    for f in files: shutil.copy(ROOT/f, r/f)
+    for d in dirs: shutil.copytree(ROOT/d, r/d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
+    (r/'data').symlink_to(ROOT/'data', target_is_directory=True)
+    return r
+
+
+def commit_repo(r: Path, ignore: str) -> Path:
+    "git and DVC initialized (analytics off), everything committed."
+    (r/'.gitignore').write_text(ignore + '__pycache__/\n')
+    sh(r, 'git', 'init', '-q'); sh(r, 'git', 'config', 'user.email', 't@t'); sh(r, 'git', 'config', 'user.name', 't')
+    sh(r, 'dvc', 'init', '-q'); sh(r, 'dvc', 'config', 'core.analytics', 'false')
+    sh(r, 'git', 'add', '-A'); sh(r, 'git', 'commit', '-qm', 'pipeline')
+    return r
+
+
 def ran(out: str) -> set:
     "Stages that `dvc repro` / `dvc exp run` executed."
     return {l.split("'")[1] for l in out.splitlines() if l.startswith("Running stage '")}
@@ -48,9 +66,7 @@ def ran(out: str) -> set:
 @pytest.fixture(scope='module')
 def repo(tmp_path_factory):
     if not (ROOT/'data'/'base_model'/'config.json').exists(): pytest.fail('data/ is missing: run `make data` first')
-    r = tmp_path_factory.mktemp('pipe')/'repo'
-    r.mkdir()
-    for f in ('dvc.yaml', 'settings.ini'): shutil.copy(ROOT/f, r/f)
+    r = new_repo(tmp_path_factory.mktemp('pipe')/'repo')
     words = 'the market price of grain rose while farmers stored their harvest and traders waited for rain'.split()
     (r/'custom_inputs'/'toy'/'texts').mkdir(parents=True)
     (r/'custom_inputs'/'toy'/'texts'/'a.txt').write_text(
@@ -58,18 +74,12 @@ def repo(tmp_path_factory):
     (r/'custom_inputs'/'toy'/'labels.csv').write_text('text,label\n' + ''.join(
         f'{"rain fell on the field" if y else "prices went up at the market"} number {i},{"weather" if y else "trade"}\n'
         for i in range(10) for y in (0, 1)))
-    for d in ('nbs', 'das'): shutil.copytree(ROOT/d, r/d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
-    (r/'data').symlink_to(ROOT/'data', target_is_directory=True)
     sys.path.insert(0, str(ROOT))
     from das.continual import smoke_model_dir
     smoke_model_dir(r/'smoke_model')
     params = overlay(yaml.safe_load((ROOT/'params.yaml').read_text()), {**SMOKE, 'base': {**SMOKE['base'], 'model_path': 'smoke_model'}})
     (r/'params.yaml').write_text(yaml.safe_dump(params, sort_keys=False))
-    (r/'.gitignore').write_text('smoke_model/\n__pycache__/\n')
-    sh(r, 'git', 'init', '-q'); sh(r, 'git', 'config', 'user.email', 't@t'); sh(r, 'git', 'config', 'user.name', 't')
-    sh(r, 'dvc', 'init', '-q'); sh(r, 'dvc', 'config', 'core.analytics', 'false')
-    sh(r, 'git', 'add', '-A'); sh(r, 'git', 'commit', '-qm', 'smoke')
-    return r
+    return commit_repo(r, 'smoke_model/\n')
 
 
 def test_repro_status_noop_and_selective_rerun(repo):
@@ -123,10 +133,7 @@ def test_paper_profile_runs_on_cpu_with_a_tiny_roberta(tmp_path_factory):
     from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
     sys.path.insert(0, str(ROOT))
     from das.model import save_mlm
-    r = tmp_path_factory.mktemp('paper')/'repo'; r.mkdir()
-    for f in ('dvc.yaml', 'settings.ini', 'params.yaml'): shutil.copy(ROOT/f, r/f)
-    for d in ('nbs', 'das', 'profiles'): shutil.copytree(ROOT/d, r/d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
-    (r/'data').symlink_to(ROOT/'data', target_is_directory=True)
+    r = new_repo(tmp_path_factory.mktemp('paper')/'repo', dirs=('nbs', 'das', 'profiles'), files=('dvc.yaml', 'settings.ini', 'params.yaml'))
     tok = AutoTokenizer.from_pretrained(str(ROOT/'data'/'base_model'))
     cfg = RobertaConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                         max_position_embeddings=200, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
@@ -140,10 +147,7 @@ def test_paper_profile_runs_on_cpu_with_a_tiny_roberta(tmp_path_factory):
         (r/spec['task']).write_text('text,label\n' + ''.join(f'{d} example {k} {"good" if y else "bad"} {words[k % len(words)]},{"pos" if y else "neg"}\n'
                                                               for k in range(8) for y in (0, 1)))
     (r/'cpu.yaml').write_text(yaml.safe_dump(PAPER_ON_CPU))
-    (r/'.gitignore').write_text('tiny_roberta/\n__pycache__/\n')
-    sh(r, 'git', 'init', '-q'); sh(r, 'git', 'config', 'user.email', 't@t'); sh(r, 'git', 'config', 'user.name', 't')
-    sh(r, 'dvc', 'init', '-q'); sh(r, 'dvc', 'config', 'core.analytics', 'false')
-    sh(r, 'git', 'add', '-A'); sh(r, 'git', 'commit', '-qm', 'paper on cpu')
+    commit_repo(r, 'tiny_roberta/\n')
     out = sh(r, sys.executable, '-m', 'das.pipeline', 'profile', 'profiles/paper.yaml', 'cpu.yaml', '--name', 'paper_cpu')
     assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'report'}, out[-3000:]
     res = json.loads((r/'results'/'eval'/'das.json').read_text())
