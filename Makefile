@@ -67,6 +67,6 @@ test-slow: data
 bench: data
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
 
-## docs: execute the tutorial notebooks and render them, with the pipeline's lab notebooks, to _site/ (offline)
+## docs: the pipeline's last stage: execute the tutorial notebooks, render them with the lab notebooks to _site/ (offline)
 docs: data
-	$(BIN)/python -m das.docs --execute --out _site
+	$(BIN)/dvc repro docs

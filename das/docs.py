@@ -63,12 +63,13 @@ def main(argv=None):
     "Build the site: python -m das.docs [--execute] [--out DIR]."
     import argparse
     ap = argparse.ArgumentParser(prog='python -m das.docs', description=main.__doc__)
-    ap.add_argument('--execute', action='store_true', help='run every tutorial notebook first (papermill)')
+    ap.add_argument('--execute', nargs='?', const='true', default='false', type=str.lower, choices=['true', 'false'],
+                    help='run every tutorial notebook first (papermill); `--execute false` (DVC params) renders them as they are')
     ap.add_argument('--out', default='_site')
     a = ap.parse_args(argv)
     root = root_dir(); out = root/a.out
     nbs = [p for p in reading_order(root/'nbs') if p.stem != '11_docs']
-    if a.execute:
+    if a.execute == 'true':
         import papermill as pm
         ex = out/'executed'; ex.mkdir(parents=True, exist_ok=True)
         done = []

@@ -184,6 +184,8 @@ def _one_thread():
     try: yield
     finally: torch.set_num_threads(n)
 
+def _scores(y, pred) -> dict: return {'macro_f1': float(f1_score(y, pred, average='macro', zero_division=0)), 'accuracy': float(accuracy_score(y, pred))}
+
 def linear_probe(Xtr, # (n_train, d) training features
                  ytr, # (n_train,) class ids
                  Xte, # (n_test, d) test features
@@ -194,20 +196,23 @@ def linear_probe(Xtr, # (n_train, d) training features
                  lr: float = PROBE_DEFAULTS['lr'], # AdamW learning rate (constant)
                  weight_decay: float = PROBE_DEFAULTS['weight_decay'], # AdamW weight decay
                  batch_size: int = PROBE_DEFAULTS['batch_size'], # examples per step
+                 extra: dict | None = None, # {name: (X, y)}: more sets scored by the same probe (e.g. 'dev')
                  ) -> dict:
-    "Train a seeded linear classifier on standardized features; {'macro_f1', 'accuracy'} on the test features."
+    "Train a seeded linear classifier on standardized features; {'macro_f1', 'accuracy'} on the test features (+ `extra`)."
     Xtr, Xte = np.asarray(Xtr, np.float32), np.asarray(Xte, np.float32)
     ytr, yte = np.asarray(ytr, np.int64), np.asarray(yte, np.int64)
-    if Xtr.ndim != 2 or Xte.ndim != 2 or Xtr.shape[1] != Xte.shape[1] or len(Xtr) != len(ytr) or len(Xte) != len(yte):
-        raise DasError(f"features {Xtr.shape}/{Xte.shape} and labels {ytr.shape}/{yte.shape} do not match",
-                       "pass (n, d) feature arrays with one label per row")
-    if len(Xtr) == 0 or len(Xte) == 0: raise DasError("the probe got an empty train or test set", "pass at least one example of each")
-    C = int(max(ytr.max(), yte.max()) + 1) if n_classes is None else n_classes
-    if ytr.min() < 0 or max(ytr.max(), yte.max()) >= C:
+    sets = {k: (np.asarray(X, np.float32), np.asarray(y, np.int64)) for k, (X, y) in (extra or {}).items()}
+    for X, y, what in [(Xte, yte, 'test')] + [(X, y, k) for k, (X, y) in sets.items()]:
+        if Xtr.ndim != 2 or X.ndim != 2 or Xtr.shape[1] != X.shape[1] or len(Xtr) != len(ytr) or len(X) != len(y):
+            raise DasError(f"features {Xtr.shape}/{X.shape} and labels {ytr.shape}/{y.shape} ({what}) do not match",
+                           "pass (n, d) feature arrays with one label per row")
+        if len(Xtr) == 0 or len(X) == 0: raise DasError(f"the probe got an empty train or {what} set", "pass at least one example of each")
+    C = int(max([ytr.max(), yte.max()] + [y.max() for _, y in sets.values()]) + 1) if n_classes is None else n_classes
+    if ytr.min() < 0 or max([ytr.max(), yte.max()] + [y.max() for _, y in sets.values()]) >= C:
         raise DasError(f"labels must be in 0..{C - 1}", "pass class ids, and n_classes = the number of classes")
     mu, sd = Xtr.mean(0), Xtr.std(0)
     sd = np.where(sd > 1e-6, sd, 1.0)                  # a constant feature stays 0 instead of exploding
-    xtr, xte = torch.from_numpy((Xtr - mu) / sd), torch.from_numpy((Xte - mu) / sd)
+    xtr = torch.from_numpy((Xtr - mu) / sd)
     g = torch.Generator().manual_seed(seed)
     bound = 1 / math.sqrt(xtr.shape[1])               # nn.Linear's default init, drawn from our generator
     W = ((torch.rand(C, xtr.shape[1], generator=g) * 2 - 1) * bound).requires_grad_()
@@ -220,8 +225,9 @@ def linear_probe(Xtr, # (n_train, d) training features
                 idx = perm[i:i + batch_size]
                 loss = F.cross_entropy(xtr[idx] @ W.T + b, y[idx])
                 opt.zero_grad(); loss.backward(); opt.step()
-    with torch.no_grad(): pred = (xte @ W.T + b).argmax(1).numpy()
-    return {'macro_f1': float(f1_score(yte, pred, average='macro', zero_division=0)), 'accuracy': float(accuracy_score(yte, pred))}
+    def scores(x, y):
+        with torch.no_grad(): return _scores(y, (torch.from_numpy((x - mu) / sd) @ W.T + b).argmax(1).numpy())
+    return {**scores(Xte, yte), **{k: scores(X, y) for k, (X, y) in sets.items()}}
 
 # %% ../nbs/08_evaluate.ipynb
 def _no_decay(name: str) -> bool: return name.endswith('bias') or 'LayerNorm' in name or 'layer_norm' in name
@@ -236,8 +242,10 @@ def finetune(model, # masked LM checkpoint (left unchanged: a copy is trained)
              weight_decay: float = 0.01, # AdamW weight decay (not on biases and LayerNorm weights)
              max_len: int = 128, # tokens per text
              max_train: int | None = None, # stratified training subsample (None: all)
+             score_dev: bool = False, # also score the task's 'dev' split with the fine-tuned model (result['dev'])
              ) -> dict:
     "Fine-tune a copy of the encoder plus a linear classifier on mean-pooled output; {'macro_f1', 'accuracy'} on test."
+    if score_dev and 'dev' not in task: raise DasError("score_dev=True but the task has no 'dev' split", "add a dev split, or pass score_dev=False")
     C = check_task(task)
     if epochs < 1 or batch_size < 1: raise DasError(f"epochs={epochs}, batch_size={batch_size} must be >= 1", "pass positive values")
     tr = task['train'].select(stratified_subset(list(task['train']['label']), max_train)) if max_train else task['train']
@@ -260,10 +268,12 @@ def finetune(model, # masked LM checkpoint (left unchanged: a copy is trained)
                     for r, k in enumerate(idx): x[r, :len(ids[k])] = torch.tensor(ids[k]); am[r, :len(ids[k])] = 1
                     loss = F.cross_entropy(clf(pool(encode(m, x, am), am)), y[idx])
                     opt.zero_grad(); loss.backward(); opt.step()
-        X = encode_texts(m, tokenizer, task['test']['text'], max_len=max_len)
-        with torch.no_grad(): pred = clf(torch.from_numpy(X)).argmax(1).numpy()
-    yte = np.asarray(list(task['test']['label']))
-    return {'macro_f1': float(f1_score(yte, pred, average='macro', zero_division=0)), 'accuracy': float(accuracy_score(yte, pred))}
+        def scores(split):
+            X = encode_texts(m, tokenizer, task[split]['text'], max_len=max_len)
+            with torch.no_grad(): return _scores(np.asarray(list(task[split]['label'])), clf(torch.from_numpy(X)).argmax(1).numpy())
+        out = scores('test')
+        if score_dev: out['dev'] = scores('dev')
+    return out
 
 # %% ../nbs/08_evaluate.ipynb
 TASKS = ('movie', 'computing', 'pubmed77', 'electronics', 'pubmed', 'drug', 'trec')  # the study's end tasks
@@ -287,6 +297,7 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
                    probe_kw: dict | None = None, # overrides of linear_probe's settings
                    finetune_kw: dict | None = None, # overrides of finetune's settings (protocol='paper')
                    progress: bool = False, # print one line per task and corpus
+                   dev: bool = False, # also score each task's dev split (tasks[name]['dev']): the split to choose settings on
                    ) -> dict:
     "Scores of one checkpoint on end tasks (per seed) and held-out MLM: a JSON-serializable dict."
     from das.data import load_corpus, load_task
@@ -296,6 +307,8 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
     task_data, corpus_data = task_data or {}, corpus_data or {}
     data = {n: task_data[n] if n in task_data else load_task(n) for n in tasks}   # load (and check) everything first
     ncls = {n: check_task(d, n) for n, d in data.items()}
+    if dev and (no := [n for n, d in data.items() if 'dev' not in d]):
+        raise DasError(f"dev=True but the tasks {no} have no 'dev' split", "give every task a dev split, or pass dev=False")
     t0, out = time.time(), {'tasks': {}, 'mlm': {}}
     blocks = {c: chunk_texts(tokenizer, corpus_data[c] if c in corpus_data else load_corpus(c, 'heldout'), mlm_max_len)
               for c in corpora}                                                     # refuses a too-small corpus up front
@@ -303,21 +316,25 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
         t1 = time.time()
         tr = d['train'].select(stratified_subset(list(d['train']['label']), max_train))
         te = d['test'].select(stratified_subset(list(d['test']['label']), max_test))
+        dv = d['dev'].select(stratified_subset(list(d['dev']['label']), max_test)) if dev else None
         if protocol == 'probe':
             Xtr, Xte = encode_texts(model, tokenizer, tr['text'], max_len), encode_texts(model, tokenizer, te['text'], max_len)
-            rs = [linear_probe(Xtr, list(tr['label']), Xte, list(te['label']), seed=s, n_classes=ncls[n], **(probe_kw or {})) for s in seeds]
+            extra = {'dev': (encode_texts(model, tokenizer, dv['text'], max_len), list(dv['label']))} if dev else None
+            rs = [linear_probe(Xtr, list(tr['label']), Xte, list(te['label']), seed=s, n_classes=ncls[n], extra=extra, **(probe_kw or {}))
+                  for s in seeds]
         else:
-            sub = {'train': tr, 'test': te}
-            rs = [finetune(model, tokenizer, sub, seed=s, max_len=max_len, **(finetune_kw or {})) for s in seeds]
+            sub = {'train': tr, 'test': te, **({'dev': dv} if dev else {})}
+            rs = [finetune(model, tokenizer, sub, seed=s, max_len=max_len, score_dev=dev, **(finetune_kw or {})) for s in seeds]
         out['tasks'][n] = {'macro_f1': [r['macro_f1'] for r in rs], 'accuracy': [r['accuracy'] for r in rs],
                            'n_train': len(tr), 'n_test': len(te), 'seconds': round(time.time() - t1, 2)}
+        if dev: out['tasks'][n]['dev'] = {'macro_f1': [r['dev']['macro_f1'] for r in rs], 'accuracy': [r['dev']['accuracy'] for r in rs], 'n': len(dv)}
         if progress: print(f"{n}: macro-F1 {np.mean(out['tasks'][n]['macro_f1']):.3f} ({time.time() - t1:.1f}s)")
     for c, bl in blocks.items():
         t1 = time.time()
         r = evaluate_mlm(model, bl, tokenizer, seed=mlm_seed, max_batches=mlm_batches)
         out['mlm'][c] = {k: float(r[k]) if k != 'n_masked' else int(r[k]) for k in ('loss', 'accuracy', 'n_masked')}
         if progress: print(f"{c}: held-out MLM loss {r['loss']:.3f} ({time.time() - t1:.1f}s)")
-    out['settings'] = dict(protocol=protocol, seeds=seeds, max_train=max_train, max_test=max_test, max_len=max_len,
+    out['settings'] = dict(protocol=protocol, seeds=seeds, max_train=max_train, max_test=max_test, max_len=max_len, dev=dev,
                            mlm_batches=mlm_batches, mlm_seed=mlm_seed, mlm_max_len=mlm_max_len, data_seed=DATA_SEED,
                            probe={**PROBE_DEFAULTS, **(probe_kw or {})} if protocol == 'probe' else None,
                            finetune=dict(finetune_kw or {}) if protocol == 'paper' else None)
@@ -328,12 +345,18 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
 def matrix(results, # list of evaluate_model outputs, results[t] = after domain t
            metric: str = 'macro_f1', # 'macro_f1' or 'accuracy'
            names=None, # task names in domain order (column i = names[i]); None: the first len(results) of TASKS
+           split: str = 'test', # 'test', or 'dev' (results of evaluate_model(..., dev=True))
            ):
     "(A, per_seed): the (T, T) mean-over-seeds matrix and the (S, T, T) per-seed matrices."
     names = list(TASKS[:len(results)] if names is None else names)
     T = len(names)
     if len(results) != T: raise DasError(f"{len(results)} results for {T} tasks", "pass one result per domain, in training order, and that domain's task name")
     if metric not in ('macro_f1', 'accuracy'): raise DasError(f"unknown metric {metric!r}", "use 'macro_f1' or 'accuracy'")
+    if split not in ('test', 'dev'): raise DasError(f"unknown split {split!r}", "use 'test' or 'dev'")
+    if split == 'dev':
+        if any('dev' not in v for r in results for n, v in r['tasks'].items() if n in names):
+            raise DasError("the results hold no dev scores", "evaluate with dev=True (params.yaml: evaluate.dev)")
+        results = [{**r, 'tasks': {n: v['dev'] for n, v in r['tasks'].items() if n in names}} for r in results]
     S = {len(v[metric]) for r in results for n, v in r['tasks'].items() if n in names}
     if len(S) != 1: raise DasError(f"the results hold different numbers of seeds ({sorted(S)}) or none of the tasks {names}",
                                    "evaluate every checkpoint with the same seeds")
@@ -348,12 +371,17 @@ def summarize(rows, # list of evaluate_model outputs, rows[t] = after domain t
               names=None, # task names in domain order (see `matrix`)
               base=None, # evaluate_model output of the untrained base model (for forward transfer)
               metrics=('macro_f1', 'accuracy'), # which scores to summarize
+              split: str = 'test', # 'test', or 'dev' (see `matrix`)
               ) -> dict:
     "{metric: {summary: {'mean', 'std', 'per_seed'}}} for average, forgetting_rate, backward_transfer, forward_transfer."
     names = list(TASKS[:len(rows)] if names is None else names)
+    if split == 'dev' and base is not None:
+        if any('dev' not in base['tasks'].get(n, {'dev': 0}) for n in names):
+            raise DasError("the base result holds no dev scores", "evaluate the base model with dev=True too")
+        base = {**base, 'tasks': {n: v['dev'] for n, v in base['tasks'].items() if n in names}}
     out = {}
     for m in metrics:
-        A, P = matrix(rows, m, names)
+        A, P = matrix(rows, m, names, split)
         fs = {'average': average}
         if len(names) > 1: fs.update(forgetting_rate=forgetting_rate, backward_transfer=backward_transfer)
         bs = None

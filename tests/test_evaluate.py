@@ -225,3 +225,29 @@ def test_evaluate_model_refuses_a_tiny_corpus_before_work(tiny, toy):
     m, tok = tiny
     with pytest.raises(DasError, match='fewer than one block'):
         evaluate_model(m, tok, ['toy'], ['c'], task_data={'toy': toy}, corpus_data={'c': ['w1 w2']})
+
+
+def test_dev_scores_come_from_the_same_probe_and_leave_test_scores_alone(tiny, toy):
+    m, tok = tiny
+    r, rd = _run(m, tok, toy), _run(m, tok, toy, dev=True)
+    t, td = r['tasks']['toy'], rd['tasks']['toy']
+    assert (td['macro_f1'], td['accuracy']) == (t['macro_f1'], t['accuracy']) and 'dev' not in t
+    assert td['dev']['n'] == len(toy['dev']) and len(td['dev']['macro_f1']) == 3 and rd['settings']['dev']
+    Xtr = encode_texts(m, tok, list(toy['train'].select(stratified_subset(list(toy['train']['label']), 60))['text']), 32)
+    Xdv = encode_texts(m, tok, list(toy['dev']['text']), 32)
+    ytr = list(toy['train'].select(stratified_subset(list(toy['train']['label']), 60))['label'])
+    assert linear_probe(Xtr, ytr, Xdv, list(toy['dev']['label']), seed=1, n_classes=3) == \
+        {k: td['dev'][k][1] for k in ('macro_f1', 'accuracy')}          # seed 1's probe, read on dev
+    A, _ = matrix([rd], 'macro_f1', ['toy'], split='dev')
+    assert A[0, 0] == pytest.approx(np.mean(td['dev']['macro_f1']))
+    with pytest.raises(DasError, match='no dev scores'): matrix([r], 'macro_f1', ['toy'], split='dev')
+    no_dev = {k: toy[k] for k in ('train', 'test')}
+    with pytest.raises(DasError, match="have no 'dev' split"): evaluate_model(m, tok, ['toy'], [], task_data={'toy': no_dev}, dev=True)
+
+
+def test_dev_scores_of_the_paper_protocol(tiny, toy):
+    m, tok = tiny
+    kw = dict(tasks=['toy'], corpora=[], task_data={'toy': toy}, protocol='paper', seeds=(0,), max_train=30, max_test=15,
+              max_len=16, finetune_kw=dict(epochs=1, batch_size=8))
+    r, rd = evaluate_model(m, tok, **kw), evaluate_model(m, tok, dev=True, **kw)
+    assert rd['tasks']['toy']['accuracy'] == r['tasks']['toy']['accuracy'] and len(rd['tasks']['toy']['dev']['accuracy']) == 1

@@ -22,6 +22,7 @@ SMOKE = {
     'continual': {'order': ['movie', 'toy'], 'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
     'study': {'methods': ['base', 'ncl', 'das']},
     'evaluate': {'seeds': [0], 'max_train': 32, 'max_test': 32, 'max_len': 32},
+    'docs': {'execute': False},
 }
 
 
@@ -54,6 +55,7 @@ def commit_repo(r: Path, ignore: str) -> Path:
     (r/'.gitignore').write_text(ignore + '__pycache__/\n')
     sh(r, 'git', 'init', '-q'); sh(r, 'git', 'config', 'user.email', 't@t'); sh(r, 'git', 'config', 'user.name', 't')
     sh(r, 'dvc', 'init', '-q'); sh(r, 'dvc', 'config', 'core.analytics', 'false')
+    shutil.copy(ROOT/'.dvcignore', r/'.dvcignore')      # __pycache__ in das/ must not count as a change of the docs stage's deps
     sh(r, 'git', 'add', '-A'); sh(r, 'git', 'commit', '-qm', 'pipeline')
     return r
 
@@ -84,14 +86,15 @@ def repo(tmp_path_factory):
 
 def test_repro_status_noop_and_selective_rerun(repo):
     out = sh(repo, 'dvc', 'repro')
-    stages = {'warmup', 'custom_domains', 'general_importance', 'report'} | {f'{s}@{m}' for s in ('train', 'evaluate') for m in ('base', 'ncl', 'das')}
+    stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate') for m in ('base', 'ncl', 'das')}
     assert ran(out) == stages, out[-2000:]
     for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
               'results/table.md', 'runs/report.ipynb', 'plots/warmup.png', 'plots/report/accuracy_matrices.png',
-              'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy'):
+              'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy', '_site/index.html', '_site/runs/report.html'):
         assert (repo/p).exists(), p
     res = json.loads((repo/'results'/'eval'/'das.json').read_text())
     assert res['domain_tasks'] == ['movie', 'toy'] and 'toy' in res['corpora']      # the user's domain is trained and evaluated
+    assert res['A_dev'] and 'dev' in json.loads((repo/'metrics'/'eval'/'das.json').read_text())   # dev scores, to choose settings on
     assert 'up to date' in sh(repo, 'dvc', 'status')
     again = sh(repo, 'dvc', 'repro')
     assert ran(again) == set(), again[-2000:]                                 # a second repro does nothing
@@ -103,7 +106,7 @@ def test_repro_status_noop_and_selective_rerun(repo):
     diff = sh(repo, 'dvc', 'params', 'diff')
     assert 'methods.das.lam' in diff and '0.5' in diff
     out = sh(repo, 'dvc', 'repro')
-    assert ran(out) == {'train@das', 'evaluate@das', 'report'}, out[-2000:]
+    assert ran(out) == {'train@das', 'evaluate@das', 'report', 'docs'}, out[-2000:]
     assert 'metrics/study.json' in sh(repo, 'dvc', 'metrics', 'show')
     sh(repo, 'dvc', 'plots', 'show', '-o', 'dvc_plots')
     html = (repo/'dvc_plots'/'index.html').read_text()
@@ -113,7 +116,7 @@ def test_repro_status_noop_and_selective_rerun(repo):
 
 def test_exp_run_set_param(repo):
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
-    assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report'}, out[-2000:]
+    assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report', 'docs'}, out[-2000:]
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
 
 
@@ -125,6 +128,7 @@ PAPER_ON_CPU = {   # what a CPU changes in the paper profile: the model (a tiny 
                   'launcher': 'accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no'},
     'study': {'methods': ['das']},
     'evaluate': {'seeds': [0], 'max_train': 24, 'max_test': 12, 'max_len': 32, 'mlm_batches': 1},
+    'docs': {'execute': False},
 }
 
 
@@ -149,7 +153,7 @@ def test_paper_profile_runs_on_cpu_with_a_tiny_roberta(tmp_path_factory):
     (r/'cpu.yaml').write_text(yaml.safe_dump(PAPER_ON_CPU))
     commit_repo(r, 'tiny_roberta/\n')
     out = sh(r, sys.executable, '-m', 'das.pipeline', 'profile', 'profiles/paper.yaml', 'cpu.yaml', '--name', 'paper_cpu')
-    assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'report'}, out[-3000:]
+    assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'report', 'docs'}, out[-3000:]
     res = json.loads((r/'results'/'eval'/'das.json').read_text())
     assert res['domain_tasks'] == paper['continual']['order'] and res['settings']['protocol'] == 'paper'
     assert json.loads((r/'models'/'general'/'config.json').read_text())['model_type'] == 'roberta'
