@@ -233,10 +233,9 @@ def test_dev_scores_come_from_the_same_probe_and_leave_test_scores_alone(tiny, t
     t, td = r['tasks']['toy'], rd['tasks']['toy']
     assert (td['macro_f1'], td['accuracy']) == (t['macro_f1'], t['accuracy']) and 'dev' not in t
     assert td['dev']['n'] == len(toy['dev']) and len(td['dev']['macro_f1']) == 3 and rd['settings']['dev']
-    Xtr = encode_texts(m, tok, list(toy['train'].select(stratified_subset(list(toy['train']['label']), 60))['text']), 32)
-    Xdv = encode_texts(m, tok, list(toy['dev']['text']), 32)
-    ytr = list(toy['train'].select(stratified_subset(list(toy['train']['label']), 60))['label'])
-    assert linear_probe(Xtr, ytr, Xdv, list(toy['dev']['label']), seed=1, n_classes=3) == \
+    tr = toy['train'].select(stratified_subset(list(toy['train']['label']), 60))    # evaluate_model's training subsample
+    Xtr, Xdv = encode_texts(m, tok, list(tr['text']), 32), encode_texts(m, tok, list(toy['dev']['text']), 32)
+    assert linear_probe(Xtr, list(tr['label']), Xdv, list(toy['dev']['label']), seed=1, n_classes=3) == \
         {k: td['dev'][k][1] for k in ('macro_f1', 'accuracy')}          # seed 1's probe, read on dev
     A, _ = matrix([rd], 'macro_f1', ['toy'], split='dev')
     assert A[0, 0] == pytest.approx(np.mean(td['dev']['macro_f1']))
