@@ -10,6 +10,11 @@ Run from the repository root:  python benchmarks/bench_study.py [--skip-smoke]
    nbs/09b_train, metrics/eval/<method>.json by nbs/09c_evaluate, the general importance from its lab notebook
    timing in runs/) summed per method. Budgets (issue 4): base+one+ncl+das with evaluation <= 90 min; das alone
    <= 45 min. Only stages that have run are counted; missing ones are listed.
+3. Full study (--full; run where the full study's stages have run, e.g. a clone with study.methods = study.full):
+   warm-up (metrics/warmup.json) + general importance (papermill duration of runs/general_importance.ipynb) +
+   every method of params.yaml's study.full, train + evaluate, summed. Budgets: issue 4's methods (all but the five
+   systems of issue 6) <= 6 h as one `dvc exp run`; issue 6's five (adapter, prompt, hat, cpt, elle) <= 3 h more.
+   A sum of stage records, not one command's wall time: stages advance across sessions through DVC's run-cache.
 """
 from __future__ import annotations
 import argparse, json, os, resource, sys, tempfile, time
@@ -56,9 +61,25 @@ def default_profile(methods=('base', 'one', 'ncl', 'das')) -> dict:
     return {'methods': res, 'missing': missing}
 
 
+ISSUE6 = ('adapter', 'prompt', 'hat', 'cpt', 'elle')
+
+
+def full_study() -> dict:
+    "Measured stage times of the full study (seconds), from the stages' own records; missing methods listed."
+    import yaml
+    full = yaml.safe_load((ROOT/'params.yaml').read_text())['study']['full']
+    w = ROOT/'metrics'/'warmup.json'
+    gi = ROOT/'runs'/'general_importance.ipynb'
+    shared = {'warmup': json.loads(w.read_text())['seconds']['total'] if w.exists() else None,
+              'general_importance': json.loads(gi.read_text())['metadata']['papermill']['duration'] if gi.exists() else None}
+    d = default_profile(full)
+    return {'shared': shared, **d}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--skip-smoke', action='store_true')
+    ap.add_argument('--full', action='store_true', help="also sum the full study's stage records (study.full)")
     a = ap.parse_args(argv)
     print('load average at start:', os.getloadavg())
     if not a.skip_smoke:
@@ -76,6 +97,17 @@ def main(argv=None):
         print(f'  das alone {das / 60:.1f} min (budget 45; the general importance stage is extra, see runs/general_importance.ipynb)')
     if d['methods']: print(f'  total of the methods present {tot / 60:.1f} min (budget 90 for base+one+ncl+das)')
     if d['missing']: print('  not run yet:', ', '.join(d['missing']), '(dvc repro)')
+    if a.full:
+        f = full_study(); sh = sum(v for v in f['shared'].values() if v)
+        print('\nfull study (study.full), from the stages\' own records:')
+        print('  shared: ' + ', '.join(f'{k} {v / 60:.1f} min' if v else f'{k} not run' for k, v in f['shared'].items()))
+        part = {4: 0.0, 6: 0.0}
+        for m, r in f['methods'].items():
+            t = r['train_s'] + r['eval_s']; part[6 if m in ISSUE6 else 4] += t
+            print(f'  {m:15s} train {r["train_s"] / 60:6.1f} min   evaluate {r["eval_s"] / 60:5.1f} min   peak RSS {r["peak_rss_mib"] or 0:6.0f} MiB')
+        print(f'  issue 4 methods + shared stages: {(part[4] + sh) / 3600:.2f} h (budget 6 h)')
+        print(f'  issue 6 methods: {part[6] / 3600:.2f} h (budget 3 h more)')
+        if f['missing']: print('  not run yet:', ', '.join(f['missing']), '(the sums above leave them out)')
     print('load average at end:', os.getloadavg())
 
 

@@ -11,8 +11,9 @@ import torch
 from .core import DasError, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['PAPER', 'START', 'END', 'load_results', 'forward_transfer_vs_base', 'claims', 'results_table', 'update_readme',
-           'main', 'importance_trajectory', 'protected_share', 'cosine_matrix', 'save_figure']
+__all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'load_results', 'forward_transfer_vs_base', 'paper_row', 'claims',
+           'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
+           'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -53,6 +54,20 @@ PAPER = {   # what the paper reports for each claim (ICLR 2023, Tables 1 and 3; 
     'ablation': 'yes: every ablation below full DAS (Table 3)',
 }
 
+PAPER_ROWS = {   # where each of our methods appears in the DAS paper, with the figures that could be verified offline (../shared/DAS_NOTES.md); its model (RoBERTa-base) and tasks differ from ours
+    'base': 'Non-CL (Table 1); verified: restaurant MF1 79.81',
+    'one': 'ONE (Table 1)', 'ncl': 'NCL (Table 1)', 'pool': 'Pool (Table 1)',
+    'das': 'DAS (Table 1); verified: ACL-ARC MF1 69.36, SciERC MF1 70.93, forgetting rate < 0',
+    'ewc': 'EWC (Table 1)', 'kd': 'KD (Table 1)', 'derpp': 'DER++ (Table 1)', 'hat': 'HAT (Table 1)',
+    'adapter': 'adapter variant (Table 1)', 'prompt': 'prompt variant (Table 1)',
+    'cpt': 'not a baseline there', 'elle': 'not a baseline there',
+}
+
+def paper_row(method: str) -> str:
+    "What the DAS paper reports for `method` (an ablation: its Table 3), or '' for a method it does not know."
+    if method.startswith('das_'): return 'ablation (Table 3)'
+    return PAPER_ROWS.get(method, '')
+
 def claims(results: dict, # {method: results} (load_results)
            metric: str = 'macro_f1') -> list:
     "The paper's claims checked on our results: [{'claim', 'paper', 'ours', 'reproduced'}], for the methods present."
@@ -85,7 +100,7 @@ def results_table(results: dict, # {method: results}
     "Markdown: the methods' summaries, then the claims."
     base = results.get('base')
     head = ('| method | final avg macro-F1 | final avg accuracy | forgetting rate (MF1) | forward transfer vs Non-CL (MF1) '
-            '| TREC probe MF1 | general MLM loss |\n|---|---|---|---|---|---|---|\n')
+            '| TREC probe MF1 | general MLM loss | the DAS paper |\n|---|---|---|---|---|---|---|---|\n')
     rows = []
     for m, r in results.items():
         s = r['summary']
@@ -93,7 +108,7 @@ def results_table(results: dict, # {method: results}
         gl = s.get('general_mlm_loss')
         rows.append(f"| {m} | {_fmt(s['macro_f1']['final_average'])} | {_fmt(s.get('accuracy', {}).get('final_average'))} "
                     f"| {_fmt(s['macro_f1'].get('forgetting_rate'))} | {_fmt(ft)} | {_fmt(s.get('trec_macro_f1'))} "
-                    f"| {'' if gl is None else f'{gl:.3f}'} |")
+                    f"| {'' if gl is None else f'{gl:.3f}'} | {paper_row(m)} |")
     out = head + '\n'.join(rows) + '\n'
     if claims_rows:
         out += '\n| claim | the paper | ours (mean over seeds) | reproduced? |\n|---|---|---|---|\n'
@@ -155,3 +170,37 @@ def save_figure(fig, # a matplotlib figure
     "Write `fig` as PNG atomically (an interrupted run leaves no half-written image)."
     with atomic_write(path, 'wb') as f: fig.savefig(f, format='png', dpi=110, bbox_inches='tight')
     return Path(path)
+
+# %% ../nbs/10_report.ipynb
+def protocol_comparison(diag: dict): # benchmarks/results/protocol.json: {method: {'finetune': {task: ...}, 'probe': {task: {'dev', 'test'}}}}
+    "DataFrame with one row per task, method, split (dev/test) and protocol (fine-tune/probe): mean and std of macro-F1 over seeds."
+    import pandas as pd
+    rows = []
+    for m, e in diag.items():
+        for n, f in e['finetune'].items():
+            pr = (e.get('probe') or {}).get(n) or {}
+            for split in ('dev', 'test'):
+                for proto, v in (('fine-tune', f['dev']['macro_f1'] if split == 'dev' else f['macro_f1']), ('probe', pr.get(split))):
+                    if v is None: continue
+                    v = np.asarray(v, dtype=float)
+                    rows.append({'task': n, 'method': m, 'split': split, 'protocol': proto, 'macro_f1': v.mean(),
+                                 'std': v.std(ddof=1) if len(v) > 1 else 0.0, 'seeds': len(v)})
+    return pd.DataFrame(rows, columns=['task', 'method', 'split', 'protocol', 'macro_f1', 'std', 'seeds'])
+
+def protocol_gap(df, # protocol_comparison output
+                 task: str, split: str, protocol: str, a: str = 'das', b: str = 'ncl') -> float | None:
+    "Mean macro-F1 of method a minus method b on one task, split and protocol (None if either is missing)."
+    sel = lambda m: df[(df.task == task) & (df.split == split) & (df.protocol == protocol) & (df.method == m)]['macro_f1']
+    x, y = sel(a), sel(b)
+    return None if x.empty or y.empty else float(x.iloc[0] - y.iloc[0])
+
+def protocol_markdown(df) -> str: # protocol_comparison output
+    "Markdown table for the README: per task and method, macro-F1 (mean +- std, seeds) of each protocol on dev and test."
+    if not len(df): return ''
+    cols = [(sp, pr) for sp in ('dev', 'test') for pr in ('fine-tune', 'probe')]
+    out = ('\nProbe or fine-tune? Final checkpoints (`benchmarks/diagnose_protocol.py`), macro-F1 mean +- std (seeds):\n\n'
+           '| task | method | ' + ' | '.join(f'{pr} ({sp})' for sp, pr in cols) + ' |\n|' + '---|' * (2 + len(cols)) + '\n')
+    for (n, m), g in df.groupby(['task', 'method'], sort=False):
+        cell = lambda sp, pr: next((f"{r.macro_f1:.4f} +- {r.std:.4f} ({r.seeds})" for r in g.itertuples() if r.split == sp and r.protocol == pr), '')
+        out += f'| {n} | {m} | ' + ' | '.join(cell(sp, pr) for sp, pr in cols) + ' |\n'
+    return out
