@@ -41,10 +41,13 @@ def sh(repo, *cmd, check=True):
     return r.stdout + r.stderr
 
 
-def new_repo(r: Path, dirs=('nbs', 'das'), files=('dvc.yaml', 'settings.ini')) -> Path:
+PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json')   # the report stage reads the protocol diagnosis
+
+
+def new_repo(r: Path, dirs=('nbs', 'das'), files=PIPELINE_FILES) -> Path:
     "A temporary copy of this repo's pipeline: `files` and `dirs` copied, data/ linked."
     r.mkdir(parents=True)
-    for f in files: shutil.copy(ROOT/f, r/f)
+    for f in files: (r/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy(ROOT/f, r/f)
     for d in dirs: shutil.copytree(ROOT/d, r/d, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
     (r/'data').symlink_to(ROOT/'data', target_is_directory=True)
     return r
@@ -137,7 +140,7 @@ def test_paper_profile_runs_on_cpu_with_a_tiny_roberta(tmp_path_factory):
     from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM
     sys.path.insert(0, str(ROOT))
     from das.model import save_mlm
-    r = new_repo(tmp_path_factory.mktemp('paper')/'repo', dirs=('nbs', 'das', 'profiles'), files=('dvc.yaml', 'settings.ini', 'params.yaml'))
+    r = new_repo(tmp_path_factory.mktemp('paper')/'repo', dirs=('nbs', 'das', 'profiles'), files=PIPELINE_FILES + ('params.yaml',))
     tok = AutoTokenizer.from_pretrained(str(ROOT/'data'/'base_model'))
     cfg = RobertaConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                         max_position_embeddings=200, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
