@@ -7,12 +7,12 @@ Run from the repository root, after the train stages of the methods named (model
 For each method, the checkpoint after the last domain (`base`: models/general) is scored on the six domain end tasks
 with the paper's protocol (a fresh copy of the encoder plus a classifier fine-tuned per task and seed: 5 epochs,
 lr 3e-5, batch 16, last epoch taken; das.evaluate.finetune), on the same subsamples as the study's probe (1000
-training, 500 test and 500 dev examples per task, 64 tokens). Printed: the final-row average macro-F1 per method on
-**dev** (the split to draw conclusions on) and on test, mean +- std over seeds, beside the probe's figures for the same
-checkpoint from results/eval/<method>.json where present. Saved: every score, as JSON (atomically).
-Saved per method: the fine-tuning result (das.evaluate.evaluate_model output) and the probe's per-seed averages over the
-same tasks (`probe`: dev and test). Nothing here chooses a setting: it asks whether the ranking of methods depends on
-the protocol.
+training, 500 test and 500 dev examples per task, 64 tokens). Printed: macro-F1 per task and method on **dev** (the split to
+draw conclusions on) and on test, mean +- std over seeds, beside the probe's figures for the same
+checkpoint from results/eval/<method>.json where present, as the report's table (das.report.protocol_markdown).
+Saved atomically, per method and task (runs on other tasks merge in): the fine-tuning scores (das.evaluate.evaluate_model
+`tasks` entries) and the probe's per-seed scores (`probe`: dev and test). Nothing here chooses a setting: it asks
+whether the ranking of methods depends on the protocol.
 """
 from __future__ import annotations
 import argparse, json, os, sys, time
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
-DOMAIN_TASKS = ('movie', 'computing', 'pubmed77', 'electronics', 'pubmed', 'drug')
+from das.data import DEFAULT_ORDER as DOMAIN_TASKS   # the six domains; each has its end task of the same name
 
 
 def final_checkpoint(method: str) -> Path:
@@ -41,24 +41,6 @@ def probe_scores(method: str, task: str) -> dict | None:
     return {'dev': t['dev']['macro_f1'], 'test': t['macro_f1']}
 
 
-def _ms(v):
-    import numpy as np
-    if v is None: return ''
-    v = np.asarray(v); return f'{v.mean():.4f} +- {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}'
-
-
-def table(res: dict, methods, tasks) -> str:
-    "One line per task and method: fine-tuned and probe macro-F1 on dev and test (mean +- std over seeds)."
-    lines = [f'{"task":12s} {"method":16s} {"fine-tune dev":>18s} {"probe dev":>18s} {"fine-tune test":>18s} {"probe test":>18s}']
-    for n in tasks:
-        for m in methods:
-            f, pr = res[m]['finetune'].get(n), res[m]['probe'].get(n)
-            if f is None: continue
-            lines.append(f'{n:12s} {m:16s} {_ms(f["dev"]["macro_f1"]):>18s} {_ms(pr and pr["dev"]):>18s} {_ms(f["macro_f1"]):>18s} '
-                         f'{_ms(pr and pr["test"]):>18s}   ({len(f["macro_f1"])} fine-tuning seeds, {f["seconds"] / 60:.1f} min)')
-    return '\n'.join(lines)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--methods', nargs='+', default=['base', 'ncl', 'das'])
@@ -71,6 +53,7 @@ def main(argv=None):
     from das.core import save_json
     from das.evaluate import evaluate_model
     from das.model import load_mlm
+    from das.report import protocol_comparison, protocol_markdown
     torch.set_num_threads(2)
     ckpts = {m: final_checkpoint(m) for m in a.methods}          # refuse a missing run before any fine-tuning
     out = Path(a.out); res = json.loads(out.read_text()) if out.exists() else {}
@@ -84,8 +67,7 @@ def main(argv=None):
         e['finetune'].update(r['tasks']); e['probe'].update({n: probe_scores(m, n) for n in a.tasks})
         save_json(res, out)                                          # atomic; results of other tasks/methods kept
         print(f'{m}: {(time.time() - t0) / 60:.1f} min', flush=True)
-    print('\nmacro-F1 after the last domain (mean +- std over seeds; probe: 3 seeds of the study):')
-    print(table(res, a.methods, a.tasks))
+    print(protocol_markdown(protocol_comparison({m: res[m] for m in a.methods})))   # the report's own table
     print('load average at end:', os.getloadavg())
 
 
