@@ -13,7 +13,7 @@ from .core import DasError, atomic_write, load_json, save_json
 # %% auto 0
 __all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'load_results', 'forward_transfer_vs_base', 'paper_row', 'claims',
            'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
-           'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown']
+           'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown', 'cost_table', 'cost_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -204,3 +204,29 @@ def protocol_markdown(df) -> str: # protocol_comparison output
         cell = lambda sp, pr: next((f"{r.macro_f1:.4f} +- {r.std:.4f} ({r.seeds})" for r in g.itertuples() if r.split == sp and r.protocol == pr), '')
         out += f'| {n} | {m} | ' + ' | '.join(cell(sp, pr) for sp, pr in cols) + ' |\n'
     return out
+
+# %% ../nbs/10_report.ipynb
+def cost_table(metrics_dir, # the stages' records: metrics_dir/train/<method>.json, metrics_dir/eval/<method>.json
+               methods, # method names in report order
+               domains: int): # the number of domains in the order
+    "DataFrame, one row per method with a train record: minutes per domain, train and evaluate minutes, peak RSS (GiB)."
+    import pandas as pd
+    d = Path(metrics_dir); rows = []
+    for m in methods:
+        if not (d/'train'/f'{m}.json').exists(): continue
+        t = load_json(d/'train'/f'{m}.json'); e = d/'eval'/f'{m}.json'
+        per = list((t.get('stage_seconds') or {}).values())
+        rows.append({'method': m, 'domains': domains, 'min_per_domain': sum(per) / domains / 60 if per else None,
+                     'train_min': t['wall_seconds'] / 60, 'evaluate_min': load_json(e)['wall_seconds'] / 60 if e.exists() else None,
+                     'peak_rss_gib': t['peak_rss_mib'] / 1024 if t.get('peak_rss_mib') else None})
+    return pd.DataFrame(rows, columns=['method', 'domains', 'min_per_domain', 'train_min', 'evaluate_min', 'peak_rss_gib'])
+
+def cost_markdown(df) -> str: # cost_table output
+    "Markdown for the README: each method's cost from its stages' records, and the sum."
+    if not len(df): return ''
+    f = lambda v, d=1: '' if v is None or v != v else f'{v:.{d}f}'
+    out = ('\nCost on the machine that ran the study, from each stage\'s own record (`metrics/train`, `metrics/eval`; a stage that ran beside another job reads slower than it is):\n\n'
+           '| method | min per domain | train (min) | evaluate (min) | peak RSS train (GiB) |\n|---|---|---|---|---|\n')
+    out += ''.join(f"| {r.method} | {f(r.min_per_domain, 2)} | {f(r.train_min)} | {f(r.evaluate_min)} | {f(r.peak_rss_gib)} |\n" for r in df.itertuples())
+    tot = df.train_min.sum() + df.evaluate_min.fillna(0).sum()
+    return out + f"| all {len(df)} methods | | {df.train_min.sum():.1f} | {df.evaluate_min.fillna(0).sum():.1f} | {df.peak_rss_gib.max():.1f} (max) |\n\nTrain + evaluate of these methods: {tot / 60:.2f} h (the shared `warmup` and `general_importance` stages not included).\n"
