@@ -52,13 +52,12 @@ def smoke(methods=('base', 'one', 'ncl', 'das')) -> dict:
 
 
 def default_profile(methods=('base', 'one', 'ncl', 'das')) -> dict:
-    res, missing = {}, []
-    for m in methods:
-        tr, ev = ROOT/'metrics'/'train'/f'{m}.json', ROOT/'metrics'/'eval'/f'{m}.json'
-        if not tr.exists() or not ev.exists(): missing.append(m); continue
-        t, e = json.loads(tr.read_text()), json.loads(ev.read_text())
-        res[m] = {'train_s': t['wall_seconds'], 'eval_s': e['wall_seconds'], 'peak_rss_mib': t.get('peak_rss_mib')}
-    return {'methods': res, 'missing': missing}
+    "The methods' train and evaluate records (das.report.cost_table, the report's reader), in seconds; methods lacking either listed."
+    from das.report import cost_table
+    ct = cost_table(ROOT/'metrics', list(methods), domains=1).dropna(subset=['evaluate_min'])
+    res = {r.method: {'train_s': r.train_min * 60, 'eval_s': r.evaluate_min * 60,
+                      'peak_rss_mib': None if r.peak_rss_gib != r.peak_rss_gib else r.peak_rss_gib * 1024} for r in ct.itertuples()}
+    return {'methods': res, 'missing': [m for m in methods if m not in res]}
 
 
 ISSUE6 = ('adapter', 'prompt', 'hat', 'cpt', 'elle')
