@@ -13,7 +13,8 @@ from .core import DasError, atomic_write, load_json, save_json
 # %% auto 0
 __all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'load_results', 'forward_transfer_vs_base', 'paper_row', 'claims',
            'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
-           'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown', 'cost_table', 'cost_markdown']
+           'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown', 'settings_table',
+           'settings_markdown', 'cost_table', 'cost_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -206,6 +207,33 @@ def protocol_markdown(df) -> str: # protocol_comparison output
     return out
 
 # %% ../nbs/10_report.ipynb
+def settings_table(diag: dict): # benchmarks/results/das_settings.json: {label: {'spec', 'tasks', 'mlm', 'train_seconds', ...}}
+    "DataFrame, one row per configuration: dev macro-F1 over the domain tasks (mean, std over seeds), vs `ncl`, TREC dev, general MLM loss."
+    import pandas as pd
+    rows = []
+    for label, e in diag.items():
+        sp, t = e['spec'], e['tasks']
+        dom = [n for n in sp['domain_tasks'] if n in t]
+        per_seed = np.mean([t[n]['dev']['macro_f1'] for n in dom], axis=0)      # (seeds,): each seed's average over the tasks
+        rows.append({'config': label, 'run': e.get('run', label), 'domains': len(sp['order']), 'dev_mf1': float(per_seed.mean()),
+                     'std': float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0, 'seeds': len(per_seed),
+                     'trec_dev': float(np.mean(t['trec']['dev']['macro_f1'])) if 'trec' in t else None,
+                     'general_mlm_loss': (e.get('mlm') or {}).get('general', {}).get('loss'), 'train_min': e.get('train_seconds', 0) / 60})
+    df = pd.DataFrame(rows, columns=['config', 'run', 'domains', 'dev_mf1', 'std', 'seeds', 'trec_dev', 'general_mlm_loss', 'train_min'])
+    ref = df[df.config == 'ncl'].dev_mf1
+    df['vs_ncl'] = df.dev_mf1 - ref.iloc[0] if len(ref) else None
+    return df.sort_values('config', key=lambda c: c != 'ncl', kind='stable').reset_index(drop=True)   # the reference first
+
+def settings_markdown(df) -> str: # settings_table output
+    "Markdown for the README: each configuration's dev score after its short run."
+    if not len(df): return ''
+    f = lambda v, d: '' if v is None or v != v else f'{v:.{d}f}'
+    out = ("\nWhich DAS setting costs it? Short runs from the general LM (`benchmarks/diagnose_das.py`), probe macro-F1 on the six domain tasks' **dev** splits, mean +- std over seeds:\n\n"
+           '| config | run | domains trained | dev macro-F1 | vs ncl | TREC dev | general MLM loss |\n|---|---|---|---|---|---|---|\n')
+    return out + ''.join(f"| {r.config} | `{r.run}` | {r.domains} | {r.dev_mf1:.4f} +- {r.std:.4f} ({r.seeds}) | {f(r.vs_ncl, 4) if r.config != 'ncl' else ''} | "
+                         f"{f(r.trec_dev, 4)} | {f(r.general_mlm_loss, 3)} |\n" for r in df.itertuples())
+
+# %% ../nbs/10_report.ipynb
 def cost_table(metrics_dir, # the stages' records: metrics_dir/train/<method>.json, metrics_dir/eval/<method>.json
                methods, # method names in report order
                domains: int): # the number of domains in the order
@@ -216,10 +244,10 @@ def cost_table(metrics_dir, # the stages' records: metrics_dir/train/<method>.js
         if not (d/'train'/f'{m}.json').exists(): continue
         t = load_json(d/'train'/f'{m}.json'); e = d/'eval'/f'{m}.json'
         per = list((t.get('stage_seconds') or {}).values())
-        rows.append({'method': m, 'domains': domains, 'min_per_domain': sum(per) / domains / 60 if per else None,
+        rows.append({'method': m, 'min_per_domain': sum(per) / domains / 60 if per else None,
                      'train_min': t['wall_seconds'] / 60, 'evaluate_min': load_json(e)['wall_seconds'] / 60 if e.exists() else None,
                      'peak_rss_gib': t['peak_rss_mib'] / 1024 if t.get('peak_rss_mib') else None})
-    return pd.DataFrame(rows, columns=['method', 'domains', 'min_per_domain', 'train_min', 'evaluate_min', 'peak_rss_gib'])
+    return pd.DataFrame(rows, columns=['method', 'min_per_domain', 'train_min', 'evaluate_min', 'peak_rss_gib'])
 
 def cost_markdown(df) -> str: # cost_table output
     "Markdown for the README: each method's cost from its stages' records, and the sum."
@@ -228,5 +256,5 @@ def cost_markdown(df) -> str: # cost_table output
     out = ('\nCost on the machine that ran the study, from each stage\'s own record (`metrics/train`, `metrics/eval`; a stage that ran beside another job reads slower than it is):\n\n'
            '| method | min per domain | train (min) | evaluate (min) | peak RSS train (GiB) |\n|---|---|---|---|---|\n')
     out += ''.join(f"| {r.method} | {f(r.min_per_domain, 2)} | {f(r.train_min)} | {f(r.evaluate_min)} | {f(r.peak_rss_gib)} |\n" for r in df.itertuples())
-    tot = df.train_min.sum() + df.evaluate_min.fillna(0).sum()
-    return out + f"| all {len(df)} methods | | {df.train_min.sum():.1f} | {df.evaluate_min.fillna(0).sum():.1f} | {df.peak_rss_gib.max():.1f} (max) |\n\nTrain + evaluate of these methods: {tot / 60:.2f} h (the shared `warmup` and `general_importance` stages not included).\n"
+    tr, ev = df.train_min.sum(), df.evaluate_min.fillna(0).sum()
+    return out + f"| all {len(df)} methods | | {tr:.1f} | {ev:.1f} | {df.peak_rss_gib.max():.1f} (max) |\n\nTrain + evaluate of these methods: {(tr + ev) / 60:.2f} h (the shared `warmup` and `general_importance` stages not included).\n"

@@ -41,7 +41,8 @@ def sh(repo, *cmd, check=True):
     return r.stdout + r.stderr
 
 
-PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json')   # the report stage reads the protocol diagnosis
+PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json',   # the report stage reads the two diagnoses
+                  'benchmarks/results/das_settings.json')
 
 
 def new_repo(r: Path, dirs=('nbs', 'das'), files=PIPELINE_FILES) -> Path:
