@@ -17,6 +17,7 @@ each config (a config already in --out with the same spec is not rerun). The run
 """
 from __future__ import annotations
 import argparse, dataclasses, json, os, sys, tempfile, time
+from statistics import mean
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,8 +27,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('HF_DATASETS
 DEFAULT_CONFIGS = ['ncl=ncl', 'das=das', 'das_lam0.3=das,lam=0.3', 'das_lam0.1=das,lam=0.1', 'das_tau0.2=das,tau=0.2']
 
 
-def parse_config(spec: str) -> tuple[str, str, dict, dict]:
-    "'label=plugin,k=v,...' -> (label, plugin, method overrides, DapConfig overrides); values parsed as YAML scalars."
+def parse_config(spec: str) -> tuple[str, str, str, dict, dict]:
+    "'label=plugin,k=v,...' -> (label, 'plugin,k=v,...', plugin, method overrides, DapConfig overrides); values parsed as YAML scalars."
     import yaml
     from das.continual import DapConfig
     from das.core import DasError
@@ -40,13 +41,7 @@ def parse_config(spec: str) -> tuple[str, str, dict, dict]:
         if '=' not in kv: raise DasError(f"config {spec!r}: {kv!r} is not key=value", "e.g. lam=0.1 or steps=160")
         k, v = kv.split('=', 1)
         (cfg if k in shared else meth)[k] = yaml.safe_load(v)
-    return label, plugin, meth, cfg
-
-
-def mean(xs): return sum(xs) / len(xs)
-
-
-def rest_of(spec: str) -> str: return spec.split('=', 1)[1]   # 'das,lam=0.1' of 'das_lam0.1=das,lam=0.1'
+    return label, rest, plugin, meth, cfg
 
 
 def main(argv=None):
@@ -70,11 +65,11 @@ def main(argv=None):
     base_cfg = {f.name: p['continual'][f.name] for f in dataclasses.fields(DapConfig) if f.name in p['continual']}
     runs = []                                                         # check every config before any training
     for spec in a.configs:
-        label, plugin, meth, cfg = parse_config(spec)
+        label, run_str, plugin, meth, cfg = parse_config(spec)
         method = make_method(plugin, {**method_params_of(plugin), **meth})   # refuses an unknown method or parameter, now
         c = DapConfig.from_dict({**base_cfg, **cfg})
         runs.append((label, method, c, {'plugin': method.name, 'params': method.params, 'config': dataclasses.asdict(c),
-                                        'order': order[:a.domains], 'domain_tasks': order, 'seeds': seeds}, rest_of(spec)))
+                                        'order': order[:a.domains], 'domain_tasks': order, 'seeds': seeds}, run_str))
     gi = ROOT/p['continual']['general_importance']; gm = ROOT/p['continual']['general_model']
     if not gi.exists() or not (gm/'config.json').exists():
         raise DasError(f"{gm} or {gi} is missing", "run `dvc repro warmup general_importance` (or `dvc pull`) first")
