@@ -8,13 +8,13 @@ import json, re
 from pathlib import Path
 import numpy as np
 import torch
-from .core import DasError, atomic_write, load_json, save_json
+from .core import DasError, atomic_dir, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'load_results', 'forward_transfer_vs_base', 'paper_row', 'claims',
-           'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
-           'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown', 'settings_table',
-           'settings_markdown', 'cost_table', 'cost_markdown']
+__all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'IMPORTANCE_FILES', 'load_results', 'forward_transfer_vs_base', 'paper_row',
+           'claims', 'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share',
+           'cosine_matrix', 'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap',
+           'protocol_markdown', 'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -95,6 +95,7 @@ def claims(results: dict, # {method: results} (load_results)
 
 # %% ../nbs/10_report.ipynb
 def _fmt(s, digits=4): return '' if s is None else f"{s['mean']:.{digits}f} +- {s['std']:.{digits}f}"
+def _num(v, digits=1): return '' if v is None or v != v else f'{v:.{digits}f}'   # a table cell: empty for None or NaN
 
 def results_table(results: dict, # {method: results}
                   claims_rows: list | None = None) -> str: # claims() output
@@ -129,18 +130,20 @@ def update_readme(table: str, # markdown to put between the markers
     return path
 
 def main(argv=None):
-    "Command line: python -m das.report readme [TABLE] [README]: splice the generated table into the README."
+    "Command line: `readme [TABLE] [README]` splices the generated table into the README; `importance RUN OUT` runs export_importance."
     import sys
     a = list(sys.argv[1:] if argv is None else argv)
-    if not a or a[0] != 'readme': raise SystemExit('usage: python -m das.report readme [results/table.md] [README.md]')
+    if len(a) == 3 and a[0] == 'importance':
+        print(f"{a[2]}: {len(export_importance(a[1], a[2]))} files"); return
+    if not a or a[0] != 'readme':
+        raise SystemExit('usage: python -m das.report readme [results/table.md] [README.md]\n'
+                         '       python -m das.report importance models/runs/<method> results/importance/<method>')
     table = Path(a[1] if len(a) > 1 else 'results/table.md')
     if not table.exists(): raise SystemExit(f'{table} does not exist: run the report stage first (dvc repro report)')
     update_readme(table.read_text(encoding='utf-8'), a[2] if len(a) > 2 else 'README.md')
 
-if __name__ == '__main__' and not hasattr(__import__('sys'), 'ps1') and 'ipykernel' not in __import__('sys').modules: main()
-
 # %% ../nbs/10_report.ipynb
-def importance_trajectory(run_dir): # a DAS-family run folder with run.json (models/runs/<method>)
+def importance_trajectory(run_dir): # a run folder with run.json (models/runs/<method>, or its export results/importance/<method>)
     "[(label, accumulated, domain)] for each checkpoint with importance files (dicts kind -> (layers, units); domain may be None)."
     from das.importance import load_importance
     d = Path(run_dir)
@@ -165,6 +168,24 @@ def cosine_matrix(imps: dict) -> tuple: # {name: importance dict}
     X = torch.stack([torch.cat([imps[n][k].flatten().float() for k in sorted(imps[n])]) for n in names])
     X = torch.nn.functional.normalize(X, dim=1)
     return names, (X @ X.T).numpy()
+
+IMPORTANCE_FILES = ('importance_accumulated.pt', 'importance_domain.pt')
+
+def export_importance(run_dir, # a run folder: run.json and one folder per checkpoint (models/runs/<method>)
+                      out_dir): # where the copy goes (results/importance/<method>, tracked by git)
+    "Copy run.json and each checkpoint's importance files (not the weights) into `out_dir`, atomically; returns the files copied."
+    import shutil
+    d = Path(run_dir)
+    if not (d/'run.json').exists(): raise DasError(f"{d} has no run.json", "train the method first (dvc repro train@<method>)")
+    copied = []
+    with atomic_dir(out_dir) as tmp:
+        shutil.copy2(d/'run.json', tmp/'run.json'); copied.append('run.json')
+        for c in load_json(d/'run.json')['checkpoints']:
+            name = Path(c['path']).name
+            for f in IMPORTANCE_FILES:
+                if (d/name/f).exists():
+                    (tmp/name).mkdir(exist_ok=True); shutil.copy2(d/name/f, tmp/name/f); copied.append(f'{name}/{f}')
+    return copied
 
 def save_figure(fig, # a matplotlib figure
                 path): # target .png
@@ -227,11 +248,10 @@ def settings_table(diag: dict): # benchmarks/results/das_settings.json: {label: 
 def settings_markdown(df) -> str: # settings_table output
     "Markdown for the README: each configuration's dev score after its short run."
     if not len(df): return ''
-    f = lambda v, d: '' if v is None or v != v else f'{v:.{d}f}'
     out = ("\nWhich DAS setting costs it? Short runs from the general LM (`benchmarks/diagnose_das.py`), probe macro-F1 on the six domain tasks' **dev** splits, mean +- std over seeds:\n\n"
            '| config | run | domains trained | dev macro-F1 | vs ncl | TREC dev | general MLM loss |\n|---|---|---|---|---|---|---|\n')
-    return out + ''.join(f"| {r.config} | `{r.run}` | {r.domains} | {r.dev_mf1:.4f} +- {r.std:.4f} ({r.seeds}) | {f(r.vs_ncl, 4) if r.config != 'ncl' else ''} | "
-                         f"{f(r.trec_dev, 4)} | {f(r.general_mlm_loss, 3)} |\n" for r in df.itertuples())
+    return out + ''.join(f"| {r.config} | `{r.run}` | {r.domains} | {r.dev_mf1:.4f} +- {r.std:.4f} ({r.seeds}) | {_num(r.vs_ncl, 4) if r.config != 'ncl' else ''} | "
+                         f"{_num(r.trec_dev, 4)} | {_num(r.general_mlm_loss, 3)} |\n" for r in df.itertuples())
 
 # %% ../nbs/10_report.ipynb
 def cost_table(metrics_dir, # the stages' records: metrics_dir/train/<method>.json, metrics_dir/eval/<method>.json
@@ -252,9 +272,11 @@ def cost_table(metrics_dir, # the stages' records: metrics_dir/train/<method>.js
 def cost_markdown(df) -> str: # cost_table output
     "Markdown for the README: each method's cost from its stages' records, and the sum."
     if not len(df): return ''
-    f = lambda v, d=1: '' if v is None or v != v else f'{v:.{d}f}'
     out = ('\nCost on the machine that ran the study, from each stage\'s own record (`metrics/train`, `metrics/eval`; a stage that ran beside another job reads slower than it is):\n\n'
            '| method | min per domain | train (min) | evaluate (min) | peak RSS train (GiB) |\n|---|---|---|---|---|\n')
-    out += ''.join(f"| {r.method} | {f(r.min_per_domain, 2)} | {f(r.train_min)} | {f(r.evaluate_min)} | {f(r.peak_rss_gib)} |\n" for r in df.itertuples())
+    out += ''.join(f"| {r.method} | {_num(r.min_per_domain, 2)} | {_num(r.train_min)} | {_num(r.evaluate_min)} | {_num(r.peak_rss_gib)} |\n" for r in df.itertuples())
     tr, ev = df.train_min.sum(), df.evaluate_min.fillna(0).sum()
     return out + f"| all {len(df)} methods | | {tr:.1f} | {ev:.1f} | {df.peak_rss_gib.max():.1f} (max) |\n\nTrain + evaluate of these methods: {(tr + ev) / 60:.2f} h (the shared `warmup` and `general_importance` stages not included).\n"
+
+# %% ../nbs/10_report.ipynb
+if __name__ == '__main__' and not hasattr(__import__('sys'), 'ps1') and 'ipykernel' not in __import__('sys').modules: main()   # last: main needs every function above

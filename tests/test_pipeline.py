@@ -90,11 +90,12 @@ def repo(tmp_path_factory):
 
 def test_repro_status_noop_and_selective_rerun(repo):
     out = sh(repo, 'dvc', 'repro')
-    stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate') for m in ('base', 'ncl', 'das')}
+    stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'ncl', 'das')}
     assert ran(out) == stages, out[-2000:]
     for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
               'results/table.md', 'runs/report.ipynb', 'plots/warmup.png', 'plots/report/accuracy_matrices.png',
-              'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy', '_site/index.html', '_site/runs/report.html'):
+              'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy', '_site/index.html', '_site/runs/report.html',
+              'results/importance/das/run.json', 'results/importance/das/1-toy/importance_accumulated.pt', 'plots/report/importance_growth.png'):
         assert (repo/p).exists(), p
     res = json.loads((repo/'results'/'eval'/'das.json').read_text())
     assert res['domain_tasks'] == ['movie', 'toy'] and 'toy' in res['corpora']      # the user's domain is trained and evaluated
@@ -110,7 +111,7 @@ def test_repro_status_noop_and_selective_rerun(repo):
     diff = sh(repo, 'dvc', 'params', 'diff')
     assert 'methods.das.lam' in diff and '0.5' in diff
     out = sh(repo, 'dvc', 'repro')
-    assert ran(out) == {'train@das', 'evaluate@das', 'report', 'docs'}, out[-2000:]
+    assert ran(out) == {'train@das', 'evaluate@das', 'importance@das', 'report', 'docs'}, out[-2000:]
     assert 'metrics/study.json' in sh(repo, 'dvc', 'metrics', 'show')
     sh(repo, 'dvc', 'plots', 'show', '-o', 'dvc_plots')
     html = (repo/'dvc_plots'/'index.html').read_text()
@@ -122,6 +123,19 @@ def test_exp_run_set_param(repo):
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
     assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report', 'docs'}, out[-2000:]
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
+
+
+def test_report_rebuilds_from_git_alone(repo, tmp_path):
+    "A fresh clone has no models and no DVC cache: the A matrices and importance tensors in git are all the report needs."
+    assert not (ROOT/'results'/'eval'/'.gitignore').exists() and not (repo/'results'/'eval'/'.gitignore').exists()
+    c = tmp_path/'clone'; sh(tmp_path, 'git', 'clone', '-q', str(repo), str(c))
+    assert not (c/'models'/'general').exists() and not (c/'models'/'runs'/'das').exists()   # no weights (models/ holds DVC's .gitignore files)
+    assert (c/'results'/'eval'/'das.json').exists() and (c/'results'/'importance'/'das'/'run.json').exists()
+    (c/'results'/'table.md').unlink()
+    out = sh(c, 'dvc', 'repro', '-s', '-f', 'report')
+    assert ran(out) == {'report'}, out[-2000:]
+    assert (c/'results'/'table.md').read_text() == sh(repo, 'git', 'show', 'HEAD:results/table.md')   # the same table as the study's
+    assert (c/'plots'/'report'/'importance_growth.png').exists()
 
 
 PAPER_ON_CPU = {   # what a CPU changes in the paper profile: the model (a tiny random RoBERTa), the sizes, 2 gloo processes
@@ -157,7 +171,7 @@ def test_paper_profile_runs_on_cpu_with_a_tiny_roberta(tmp_path_factory):
     (r/'cpu.yaml').write_text(yaml.safe_dump(PAPER_ON_CPU))
     commit_repo(r, 'tiny_roberta/\n')
     out = sh(r, sys.executable, '-m', 'das.pipeline', 'profile', 'profiles/paper.yaml', 'cpu.yaml', '--name', 'paper_cpu')
-    assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'report', 'docs'}, out[-3000:]
+    assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'importance@das', 'report', 'docs'}, out[-3000:]
     res = json.loads((r/'results'/'eval'/'das.json').read_text())
     assert res['domain_tasks'] == paper['continual']['order'] and res['settings']['protocol'] == 'paper'
     assert json.loads((r/'models'/'general'/'config.json').read_text())['model_type'] == 'roberta'
