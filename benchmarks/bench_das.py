@@ -26,9 +26,10 @@ from das.importance import compute_importance  # noqa: E402
 from das.model import chunk_texts, load_mlm  # noqa: E402
 from das.softmask import SoftMask  # noqa: E402
 
-VARIANTS = {  # name: dap_loss flags
+VARIANTS = {  # name: dap_loss flags (+ `softmask`: the soft-mask form, 'update' unless given; NCL has none)
     'ncl': dict(contrast=False),
-    'das': dict(),                                               # ours: positive and negative without gradient
+    'das': dict(),                                               # ours: positive and negative without gradient, update mask
+    'das_gradmask': dict(softmask='grad'),                       # the same step with the paper's gradient mask
     'das_half_rows': dict(contrast_rows='half'),                 # contrast on the first half of the batch's rows
     'das_masked_views': dict(views='masked'),                    # contrast on the masked input; the MLM pass is the anchor
     'das_paper_views': dict(positive_grad=True),                 # anchor and positive with gradient
@@ -54,19 +55,19 @@ def setup(batch_size: int, max_len: int, seed: int = 0):
 
 
 class Stepper:
-    "One full training step of a variant: dap_loss, backward, soft mask, AdamW step."
+    "One full training step of a variant: dap_loss, backward, AdamW step with the soft mask attached (update or grad form)."
     def __init__(self, model, importance, flags, gates, lr=1e-5, batch_size=16):
         flags = {k: batch_size // 2 if v == 'half' else v for k, v in flags.items()}
+        form = flags.pop('softmask', 'update')
         self.model, self.flags, self.importance = model, flags, importance
         self.net, self.gates = Encoder(model), gates
-        self.sm = SoftMask(model, importance)
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+        self.sm = SoftMask(model, importance, form).attach(self.opt) if flags.get('contrast', True) else None   # hooks on this optimizer only
 
     def __call__(self, batch) -> float:
         t = time.perf_counter()
         out = dap_loss(self.net, self.model, batch, self.gates, self.importance, **self.flags)
         out['loss'].backward()
-        if self.flags.get('contrast', True): self.sm.apply()
         self.opt.step(); self.opt.zero_grad(set_to_none=True)
         return time.perf_counter() - t
 
@@ -125,7 +126,7 @@ def main(argv=None):
     ap.add_argument('--warmup', type=int, default=2, help='unmeasured steps per variant first')
     ap.add_argument('--batch-size', type=int, default=16)
     ap.add_argument('--max-len', type=int, default=128)
-    ap.add_argument('--variants', default='ncl,das,das_half_rows,das_masked_views,das_paper_views', help=f'comma list from {list(VARIANTS)}')
+    ap.add_argument('--variants', default='ncl,das,das_gradmask,das_half_rows,das_masked_views,das_paper_views', help=f'comma list from {list(VARIANTS)}')
     ap.add_argument('--no-agreement', action='store_true', help='skip the gradient agreement of the contrast forms')
     ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s default)')
     ap.add_argument('--skip-importance', action='store_true', help='skip the importance throughput')
@@ -156,6 +157,10 @@ def main(argv=None):
               f'   {tokens / med[v]:8.0f} tokens/s')
     mlm_tps = tokens / med['ncl']
     res['mlm_train_tokens_per_s'] = mlm_tps
+    if {'das', 'das_gradmask'} <= set(variants):
+        r = statistics.median(x / y for x, y in zip(times['das'], times['das_gradmask']))
+        res['update_vs_grad_mask'] = {'step_ratio_median': med['das'] / med['das_gradmask'], 'step_ratio_paired_median': r}
+        print(f'  update mask vs gradient mask (das / das_gradmask): x{med["das"] / med["das_gradmask"]:.3f} (paired median x{r:.3f})')
 
     res['importance'] = {}
     if not a.skip_importance: print('\nimportance pass throughput (das.importance.compute_importance, 2 batches):')
@@ -175,11 +180,15 @@ def main(argv=None):
 
     if not a.skip_memory: print('\npeak memory: resident set size (RSS) high-water mark of a fresh process during 3 steps (model, data, optimizer loaded):')
     res['peak_rss'] = {}
-    for v in () if a.skip_memory else ('ncl', 'das'):
+    for v in () if a.skip_memory else [v for v in ('ncl', 'das', 'das_gradmask') if v in variants]:
         m = peak_rss_child(v, a.batch_size, a.max_len)
         res['peak_rss'][v] = m
         print(f'  {v:4s} peak {m["peak_rss_mib"]:6.0f} MiB, at rest before the steps {m["rss_before_steps_mib"]:6.0f} MiB, '
               f'step adds {m["peak_rss_mib"] - m["rss_before_steps_mib"]:5.0f} MiB   [{m["how"]}]')
+    if {'das', 'das_gradmask'} <= set(res['peak_rss']):
+        pr = res['peak_rss']['das']['peak_rss_mib'] / res['peak_rss']['das_gradmask']['peak_rss_mib']
+        res.setdefault('update_vs_grad_mask', {})['peak_rss_ratio'] = pr
+        print(f'  update mask vs gradient mask: peak RSS x{pr:.3f}')
     res['machine']['loadavg_end'] = os.getloadavg()
     print('\nload average at start / end:', res['machine']['loadavg_start'], res['machine']['loadavg_end'])
     if a.out: Path(a.out).write_text(json.dumps(res, indent=2, sort_keys=True))

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from .core import DasError, load_json, save_json
 from .model import encode, encoder_of, head_of, mlm_loss
+from datasets import concatenate_datasets
 from .continual import DapConfig, Method, make_method, register, run_continual
 
 # %% auto 0
-__all__ = ['diag_fisher', 'anchors', 'finite_number', 'EWC', 'frozen_copy', 'kd_loss', 'KD', 'Reservoir', 'DERPP']
+__all__ = ['diag_fisher', 'anchors', 'finite_number', 'EWC', 'frozen_copy', 'kd_loss', 'KD', 'Reservoir', 'DERPP', 'Replay']
 
 # %% ../nbs/09a_baselines.ipynb
 def diag_fisher(model, # masked LM
@@ -271,3 +272,43 @@ class DERPP(Method):
             z = d['logits'].split(d['n_masked'].tolist())
             self.buffer.items = [{'input_ids': d['input_ids'][i], 'labels': d['labels'][i], 'attention_mask': d['attention_mask'][i],
                                   'logits': z[i]} for i in range(len(z))]
+
+# %% ../nbs/09a_baselines.ipynb
+@register
+class Replay(Method):
+    "Replay: a share r of every batch is old text (the general corpus and earlier domains), the rest the new domain."
+    name = 'replay'
+    defaults = dict(share=0.25, # r: share of each batch's rows that are replayed (0: NCL)
+                    general_corpus='general') # the general LM's own text, replayed from the first domain on
+
+    def check(self):
+        r = self.params['share']
+        if not (finite_number(r) and 0 <= r < 1):
+            raise DasError(f"replay share={r!r} must be a number in [0, 1)", "use e.g. share: 0.25 (0 is plain NCL)")
+
+    def before_run(self, run):
+        g = self.params['general_corpus']
+        try: docs = run.corpus(g)
+        except DasError as e: raise DasError(f"replay source {g!r} has no corpus ({e})", "set replay's general_corpus to a corpus name, e.g. general")
+        if not any(d and d.strip() for d in docs):
+            raise DasError(f"replay source {g!r} has no text", "set replay's general_corpus to a corpus with text, e.g. general")
+
+    def sources(self, run) -> list:
+        "What is replayed while training stage t: the general corpus and the domains of the earlier stages."
+        earlier = [d for t in range(run.t) for d in run.stage_domains[t]] if hasattr(run, 'stage_domains') else list(run.order[:run.t])
+        return [self.params['general_corpus']] + earlier
+
+    def blocks(self, run, n):
+        B = run.cfg.batch_size; k = int(round(self.params['share'] * B)); steps = n // B
+        if k == 0: return run.blocks(run.domains, n)
+        if k >= B: raise DasError(f"replay share {self.params['share']} leaves no new row in a batch of {B}", "use a smaller share")
+        new = run.blocks(run.domains, steps * (B - k))
+        old = run.blocks(self.sources(run), steps * k, seed_offset=500 + run.t)
+        rng = np.random.default_rng([run.cfg.seed, run.t, 7])
+        pn = np.resize(rng.permutation(len(new)), steps * (B - k)); po = np.resize(rng.permutation(len(old)), steps * k) + len(new)
+        order = np.concatenate([np.concatenate([pn[s * (B - k):(s + 1) * (B - k)], po[s * k:(s + 1) * k]]) for s in range(steps)])
+        self.last_mix = {'new_rows': int(steps * (B - k)), 'old_rows': int(steps * k), 'sources': self.sources(run)}
+        return concatenate_datasets([new, old]).select(order.tolist())
+
+    def train_kwargs(self, run): return {'shuffle': False} if round(self.params['share'] * run.cfg.batch_size) else {}
+    def save_state(self, folder): save_json({'replay': getattr(self, 'last_mix', None), 'share': self.params['share']}, Path(folder)/'replay.json')

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from .core import DasError, load_json, save_json
 from .model import encoder_of, load_mlm
 from .gates import UnitGates, encoder_layers, unit_shapes
-from .softmask import SoftMask
+from .softmask import MaskedStep, SoftMask
 from .continual import Method, register
 from .baselines import finite_number
 
@@ -341,7 +341,7 @@ def _hat_before_run(m, run):
 
 @register
 class HAT(Method):
-    "HAT: per-domain near-binary masks on the LM's units; the gradients of units claimed by earlier domains are blocked."
+    "HAT: per-domain near-binary masks on the LM's units; the updates of units claimed by earlier domains are blocked."
     name, eval_scope = 'hat', 'task'     # end tasks are scored with their domain's mask
     defaults = dict(smax=400.0, # final slope s_max of sigmoid(s e) (Serra et al.: 400)
                     c=0.75, # weight of the sparsity regularizer (Serra et al.: 0.75)
@@ -359,7 +359,7 @@ class HAT(Method):
     def before_domain(self, run):
         dev = next(run.model.parameters()).device
         self.masks.start(run.label, run.cfg.steps, seed=run.cfg.seed * 1000 + run.t, device=dev)
-        self.block = None if self.masks.acc is None else SoftMask(run.model, self.masks.acc)
+        self.block = None if self.masks.acc is None else SoftMask(run.model, self.masks.acc, 'update')
         self.handle = encoder_of(run.model).register_forward_pre_hook(self._set_live)   # every forward: gates <- current masks
         self.log = []
 
@@ -368,9 +368,10 @@ class HAT(Method):
         self.log.append(float(reg.detach()))
         return self.params['c'] * reg
 
-    def after_backward(self):
-        if self.block is not None: self.block.apply()            # grad *= 1 - a on the units' rows/columns
-        self.masks.update()
+    def attach_optimizer(self, opt):                             # the loop's fresh optimizer of this domain
+        return None if self.block is None else self.block.attach(opt)   # step *= 1 - a on the units' rows/columns
+
+    def after_backward(self): self.masks.update()
 
     def after_domain(self, run):
         self.handle.remove(); self.gates.set(None)
@@ -387,7 +388,7 @@ class HAT(Method):
 # %% ../nbs/09d_cl_plugins.ipynb
 def adapter_block_pairs(stack: AdapterStack, # the adapters
                         acc: dict) -> list: # {'down': (n, r), 'up': (n, d)} accumulated masks
-    "(parameter, gradient scale) pairs of HAT's blocking on adapter units."
+    "(parameter, scale) pairs of HAT's blocking on adapter units (the scale of their update)."
     pairs = []
     for i, a in enumerate(stack):
         dn, up = acc['down'][i].to(a.down.weight.device), acc['up'][i].to(a.up.weight.device)
@@ -421,17 +422,14 @@ class CPT(Method):
     def before_domain(self, run):
         dev = next(run.model.parameters()).device
         self.masks.start(run.label, run.cfg.steps, seed=run.cfg.seed * 1000 + run.t, device=dev)
-        self.block = None if self.masks.acc is None else adapter_block_pairs(self.stack, self.masks.acc)
+        self.block = None if self.masks.acc is None else MaskedStep(adapter_block_pairs(self.stack, self.masks.acc), 'update')
         self.handle = encoder_of(run.model).register_forward_pre_hook(self._set_live)
         self._only = only_plugin_trains(run.model, self.stack); self.log = []
 
     extra_loss = HAT.extra_loss
 
-    @torch.no_grad()
-    def after_backward(self):
-        for p, s in self.block or []:
-            if p.grad is not None: p.grad.mul_(s)
-        self.masks.update()
+    attach_optimizer = HAT.attach_optimizer                     # the adapters' update *= 1 - a
+    def after_backward(self): self.masks.update()
 
     def after_domain(self, run):
         self._only.close()

@@ -16,6 +16,7 @@ from .gates import unit_shapes
 from .importance import (accumulate, load_importance, random_importance,
                          save_importance)
 from .dap import block_loader, importance_across, train_domain
+from .softmask import softmask_form
 
 # %% auto 0
 __all__ = ['METHODS', 'PLUGIN_MODULES', 'SPEC_KEYS', 'DapConfig', 'domain_blocks', 'register', 'Method', 'NCL', 'make_method',
@@ -110,6 +111,7 @@ class Method:
     def before_run(self, run): pass
     def before_domain(self, run): pass
     def train_kwargs(self, run) -> dict: return {}           # extra keyword arguments of train_domain
+    def blocks(self, run, n: int): return run.blocks(run.domains, n)   # the stage's n training rows (replay mixes in old ones)
     def after_domain(self, run): pass
     def save_state(self, folder: Path): pass                # files the next domain (or a resumed run) needs
     def load_state(self, folder: Path, run): pass
@@ -232,7 +234,7 @@ def run_continual(method, # a Method, or a registered name
         hist = None
         if method.trains:
             kw = {'steps': cfg.steps, **method.train_kwargs(run)}
-            blocks = run.blocks(domains, kw['steps'] * cfg.batch_size)
+            blocks = method.blocks(run, kw['steps'] * cfg.batch_size)
             hist = train_domain(model, tok, blocks, steps=kw.pop('steps'), batch_size=cfg.batch_size, lr=cfg.lr,
                                 warmup_ratio=cfg.warmup_ratio, seed=cfg.seed * 1000 + t, accelerator=accelerator,
                                 mlm_probability=cfg.mlm_probability, weight_decay=cfg.weight_decay,
@@ -302,11 +304,12 @@ class Pool(Method):
 class DAS(Method):
     "DAS: soft-masking by accumulated unit importance and contrastive integration; ablations by parameters."
     name = 'das'
-    defaults = dict(init=True, softmask=True, importance='proxy', contrast='full', lam=1.0, tau=0.05,
+    defaults = dict(init=True, softmask='update', importance='proxy', contrast='full', lam=1.0, tau=0.05,
                     contrast_rows=None, general_corpus='general', grad_views=1, n_positions=16, normalize='paper')
 
     def check(self):
         p = self.params
+        softmask_form(p['softmask'])                    # 'update', 'grad' or false; anything else is refused
         if p['importance'] not in ('proxy', 'random'): raise DasError(f"das importance={p['importance']!r}", "use 'proxy' or 'random'")
         if p['contrast'] not in ('full', 'domain', 'none'): raise DasError(f"das contrast={p['contrast']!r}", "use 'full', 'domain' or 'none'")
         if p['lam'] < 0 or not p['tau'] > 0: raise DasError(f"das lam={p['lam']}, tau={p['tau']}", "use lam >= 0, tau > 0")

@@ -16,7 +16,7 @@ from .contrast import pool
 # %% auto 0
 __all__ = ['DATA_SEED', 'PROBE_DEFAULTS', 'TASKS', 'CORPORA', 'PROTOCOLS', 'average', 'forgetting_rate', 'backward_transfer',
            'forward_transfer', 'encode_texts', 'toy_task', 'check_task', 'stratified_subset', 'linear_probe',
-           'finetune', 'evaluate_model', 'matrix', 'summarize']
+           'finetune', 'evaluate_model', 'mlm_block_losses', 'block_mean', 'paired_difference', 'matrix', 'summarize']
 
 # %% ../nbs/08_evaluate.ipynb
 _FIX_A = "pass A with A[t][i] = score on task i after training domain t: one row per domain, one column per task (NaN where not evaluated)"
@@ -340,6 +340,69 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
                            finetune=dict(finetune_kw or {}) if protocol == 'paper' else None)
     out['seconds'] = round(time.time() - t0, 2)
     return out
+
+# %% ../nbs/08_evaluate.ipynb
+@torch.no_grad()
+def mlm_block_losses(model, # masked LM
+                     dataset, # Dataset from chunk_texts (held-out blocks)
+                     tokenizer, # its tokenizer
+                     seeds=(0,), # mask seeds: each gives one fixed masking of every block
+                     batch_size: int = 64, # blocks per forward pass (does not change the masks)
+                     max_blocks: int | None = None, # the first blocks only (None: all)
+                     mlm_probability: float = 0.15): # share of tokens masked
+    "Per mask seed and block: summed MLM loss, correct predictions and masked tokens, as (seeds, blocks) arrays."
+    from das.model import _MASK_CHUNK, head_of, mlm_collator
+    n_rows = len(dataset) if max_blocks is None else min(len(dataset), max_blocks)
+    if n_rows == 0: raise DasError("the evaluation dataset is empty", "pass held-out text that fills at least one block")
+    seeds = list(seeds)
+    if not seeds: raise DasError("no mask seeds", "pass at least one seed, e.g. seeds=(0, 1, 2)")
+    out = {k: np.zeros((len(seeds), n_rows)) for k in ('loss_sum', 'correct', 'n')}
+    was = model.training; model.eval()
+    try:
+        for si, seed in enumerate(seeds):
+            coll = mlm_collator(tokenizer, mlm_probability, seed)
+            for j in range(0, n_rows, _MASK_CHUNK):      # as das.model.evaluate_mlm: the masks depend on the seed only
+                rows = dataset[j:min(j + _MASK_CHUNK, n_rows)]
+                rows = [dict(zip(rows, v)) for v in zip(*rows.values())] if isinstance(rows, dict) else rows
+                chunk = coll(rows)
+                for i in range(0, len(rows), batch_size):
+                    ids, lab = chunk['input_ids'][i:i + batch_size], chunk['labels'][i:i + batch_size]
+                    sel = lab != -100
+                    h = encode(model, ids, chunk['attention_mask'][i:i + batch_size] if 'attention_mask' in chunk else None)
+                    logits = head_of(model)(h[sel]).float()
+                    loss = F.cross_entropy(logits, lab[sel], reduction='none').double()
+                    row = sel.nonzero()[:, 0] + j + i
+                    for k, v in (('loss_sum', loss), ('correct', (logits.argmax(-1) == lab[sel]).double()), ('n', torch.ones_like(loss))):
+                        out[k][si] += np.bincount(row.numpy(), weights=v.numpy(), minlength=n_rows)
+    finally: model.train(was)
+    return out
+
+def _ratio_se(s: np.ndarray, n: np.ndarray) -> tuple:
+    "Ratio sum(s)/sum(n) over blocks and its cluster standard error (blocks as clusters)."
+    s, n = np.asarray(s, float), np.asarray(n, float)
+    if s.ndim == 2: s, n = s.sum(0), n.sum(0)          # pool the seeds within each block
+    N, B = n.sum(), len(n)
+    if N <= 0: raise DasError("no masked tokens to average", "evaluate more held-out blocks")
+    r = s.sum() / N
+    se = math.sqrt(B / (B - 1) * ((s - r * n) ** 2).sum()) / N if B > 1 else float('nan')
+    return float(r), float(se)
+
+def block_mean(blocks: dict, # from mlm_block_losses
+               what: str = 'loss') -> dict: # 'loss' (per masked token) or 'accuracy'
+    "{'mean', 'se', 'n_blocks', 'n_masked'} of a checkpoint's held-out loss (or accuracy) per masked token."
+    if what not in ('loss', 'accuracy'): raise DasError(f"what={what!r}", "use 'loss' or 'accuracy'")
+    m, se = _ratio_se(blocks['loss_sum' if what == 'loss' else 'correct'], blocks['n'])
+    return {'mean': m, 'se': se, 'n_blocks': int(np.shape(blocks['n'])[-1]), 'n_masked': int(np.sum(blocks['n']))}
+
+def paired_difference(a: dict, # mlm_block_losses of checkpoint A
+                      b: dict, # ... of checkpoint B, on the same blocks and mask seeds
+                      what: str = 'loss') -> dict:
+    "{'diff', 'se', 'z'}: A's loss (or accuracy) minus B's on the same blocks and masks, with the paired standard error."
+    if np.shape(a['n']) != np.shape(b['n']) or not np.array_equal(a['n'], b['n']):
+        raise DasError("the two evaluations did not use the same blocks and masks", "evaluate both with the same dataset and seeds")
+    k = 'loss_sum' if what == 'loss' else 'correct'
+    d, se = _ratio_se(np.asarray(a[k]) - np.asarray(b[k]), a['n'])
+    return {'diff': d, 'se': se, 'z': d / se if se > 0 else float('inf') * np.sign(d)}
 
 # %% ../nbs/08_evaluate.ipynb
 def matrix(results, # list of evaluate_model outputs, results[t] = after domain t

@@ -35,17 +35,23 @@ def stage_params(sections: list[str], # groups of params.yaml to overlay on `bas
 def run_notebook(notebook, # source notebook in nbs/
                  output, # executed copy to write (its folder is created)
                  params: dict, # notebook parameters
-                 cwd=None): # working directory of the kernel (default: the repo root)
+                 cwd=None, # working directory of the kernel (default: the repo root)
+                 required=()): # names that the notebook must declare (e.g. the command line's -p)
     "Execute `notebook` with papermill, injecting `params`; write `output` only if it succeeds."
     import papermill as pm
     notebook, output = Path(notebook), Path(output)
     if not notebook.exists(): raise DasError(f"notebook {notebook} does not exist", "check the stage's cmd in dvc.yaml")
+    declared = set(pm.inspect_notebook(str(notebook)))
+    miss = sorted(set(required) - declared)
+    if miss: raise DasError(f"{notebook.name} declares no parameter {miss}", f"use one it declares: {', '.join(sorted(declared)) or 'none'}")
+    params = {k: v for k, v in params.items() if k in declared}
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f'.{output.stem}.running.ipynb')
     failed = output.with_name(f'{output.stem}.failed.ipynb')
     try:
         pm.execute_notebook(str(notebook), str(tmp), parameters=params, cwd=str(cwd or root_dir()),
-                            kernel_name='python3', progress_bar=False, log_output=False)
+                            kernel_name='python3', progress_bar=False, log_output=False,
+                            extra_arguments=['--IPKernelApp.log_level=ERROR'])   # no kernel-app notices (the local TCP one)
     except BaseException:
         if tmp.exists(): os.replace(tmp, failed)
         raise
@@ -68,7 +74,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     params = stage_params(a.groups)
     params.update({k: yaml.safe_load(v) for k, v in a.p})
-    run_notebook(a.notebook, a.output, params)
+    run_notebook(a.notebook, a.output, params, required=[k for k, _ in a.p])
 
 # %% ../nbs/00a_pipeline.ipynb
 _PLAIN = re.compile(r'^[A-Za-z0-9_./:-]+$')

@@ -229,3 +229,72 @@ def test_evaluation_uses_each_tasks_domain_id(tmp_path, gdir):
     direct = evaluate_model(*load_with_plugins(tmp_path/'h'/'1-b', domain='a', verbose=False), ['a'], ['a'], **kw)
     assert r1['tasks']['a']['macro_f1'] == direct['tasks']['a']['macro_f1'] and r1['mlm']['a'] == direct['mlm']['a']
     with pytest.raises(DasError, match='no domain trained'): cp.evaluate_with_task_ids(tmp_path/'h'/'0-a', [], ['a'], ['a'], [], **kw)
+
+
+# ---------------------------------------------------------------- HAT and CPT under AdamW: the update is blocked, exactly
+def _fake_run(model):
+    from types import SimpleNamespace
+    return SimpleNamespace(model=model, accelerator=None, label='b', t=1,
+                           cfg=SimpleNamespace(weight_decay=0.0, steps=4, seed=0))
+
+
+def _hat_step(name, acc_of, attach: bool, v_partial: float):
+    "One AdamW step of HAT/CPT with a hand-set accumulated mask; returns (start, after) of the blocked tensors."
+    torch.manual_seed(0)
+    model = tiny_mlm('bert', vocab_size=100, max_len=32, seed=0, dropout=0.0).double()
+    m = make_method(name, {'size': 8} if name == 'cpt' else {})
+    run = _fake_run(model)
+    m.before_run(run)
+    m.masks.acc = acc_of(m, model, v_partial)
+    m.before_domain(run)
+    if name == 'cpt': m.stack.double()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    if attach: m.attach_optimizer(opt)
+    tensors = ({'q': model.bert.encoder.layer[1].attention.self.query.weight, 'fc': model.bert.encoder.layer[0].intermediate.dense.weight}
+               if name == 'hat' else {'up0': m.stack[0].up.weight, 'up1': m.stack[1].up.weight})
+    start = {k: t.detach().clone() for k, t in tensors.items()}
+    ids = torch.randint(5, 100, (4, 16), generator=torch.Generator().manual_seed(1))
+    labels = torch.where(torch.rand(4, 16, generator=torch.Generator().manual_seed(2)) < 0.3, ids, -100)
+    from das.model import mlm_loss
+    mlm_loss(model, {'input_ids': ids, 'labels': labels})[0].backward()
+    opt.step()
+    return start, {k: t.detach().clone() for k, t in tensors.items()}
+
+
+def _hat_acc(m, model, v):
+    from das.gates import unit_shapes
+    acc = {k: torch.zeros(s) for k, s in unit_shapes(model).items()}
+    acc['head'][1, 2] = v; acc['intermediate'][0, 17] = 1.0
+    return acc
+
+
+def _cpt_acc(m, model, v):
+    n, r, d = len(m.stack), 8, model.config.hidden_size
+    acc = {'down': torch.zeros(n, r), 'up': torch.zeros(n, d)}
+    acc['up'][0, 5] = v; acc['down'][0] = 1.0        # adapter 0: up-projection row 5 scaled by 1 - min(v, 1) = 1 - v
+    acc['up'][1] = 1.0; acc['down'][1] = 1.0          # adapter 1 fully claimed
+    return acc
+
+
+@pytest.mark.parametrize('v', [0.5, 0.999])
+def test_hat_blocks_the_update_exactly_under_adamw(v):
+    s0, free = _hat_step('hat', _hat_acc, False, v)
+    s1, masked = _hat_step('hat', _hat_acc, True, v)
+    assert torch.equal(s0['q'], s1['q'])
+    rows = slice(16, 24)                                                  # head 2 (dh = 8): a = v
+    d_free, d_mask = (free['q'] - s0['q'])[rows], (masked['q'] - s0['q'])[rows]
+    assert float((d_mask - (1 - v) * d_free).norm() / ((1 - v) * d_free).norm()) < 1e-4   # (a is float32)
+    assert torch.equal(masked['fc'][17], s0['fc'][17])                     # a = 1: bit-identical
+    other = torch.ones(masked['fc'].shape[0], dtype=torch.bool); other[17] = False
+    assert torch.equal(masked['fc'][other], free['fc'][other])             # free units: the unblocked step
+
+
+@pytest.mark.parametrize('v', [0.5, 0.999])
+def test_cpt_blocks_the_adapter_update_exactly_under_adamw(v):
+    s0, free = _hat_step('cpt', _cpt_acc, False, v)
+    _, masked = _hat_step('cpt', _cpt_acc, True, v)
+    d_free, d_mask = (free['up0'] - s0['up0'])[5], (masked['up0'] - s0['up0'])[5]
+    assert d_free.norm() > 0
+    assert float((d_mask - (1 - v) * d_free).norm() / ((1 - v) * d_free).norm()) < 1e-4
+    assert torch.equal(masked['up1'], s0['up1']) and not torch.equal(free['up1'], s0['up1'])   # fully claimed: bit-identical
+    assert torch.equal(masked['up0'][:5], free['up0'][:5])                  # free rows: the unblocked step
