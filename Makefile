@@ -73,6 +73,11 @@ test-slow: data
 bench: data
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f; done
 
-## docs: the pipeline's last stage: execute the tutorial notebooks, render them with the lab notebooks to _site/ (offline)
+## docs: the pipeline's last stage: execute the tutorial notebooks, render them with the lab notebooks to _site/ (offline);
+## Chromium (Debian's) is installed first, so the stage also saves what readers see: _site/screenshots/{index,00_core}.png
 docs: data
+	@command -v chromium >/dev/null || { s=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$s apt-get update -qq && $$s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	$(BIN)/dvc repro docs
+	@test -s _site/screenshots/index.png || $(BIN)/dvc repro -f -s docs   # last built without Chromium: once more
+	@ls -l _site/screenshots/*.png
