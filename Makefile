@@ -1,4 +1,4 @@
-# das: the two commands a newcomer needs are `make repro` (run the study) and `make test`.
+# das: the two commands a newcomer needs are `make repro` (the quick profile of the study) and `make test`.
 # Everything else here is a step of those two.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -11,7 +11,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env data repro repro-default test test-slow sync-check bench clean-nbs docs remote push pull
+.PHONY: env data repro study test test-slow sync-check bench clean-nbs docs remote push pull
 DVC_REMOTE ?= $(HOME)/.cache/das/dvc-remote
 
 ## env: the pinned environment in .venv (python 3.11, torch 2.13 CPU; see requirements.lock)
@@ -38,17 +38,20 @@ push: remote
 pull: remote
 	$(BIN)/dvc pull
 
-## repro: run the whole pipeline (dvc.yaml): the study of params.yaml's study.methods (stages already in the
-## DVC cache, e.g. after `make pull`, are restored instead of recomputed)
-repro: data remote
-	$(BIN)/dvc repro
-	$(BIN)/dvc status
-	$(BIN)/python -m das.report readme results/table.md README.md
+## repro: the quick profile (params.yaml `quick`: base, ncl, das, das_gradmask, replay on the first two domains; within
+## an hour from nothing on 2 cores); ends with its knowledge table, the stability-plasticity figure and the HTML report
+repro: data
+	$(BIN)/dvc repro report_quick
+	@$(BIN)/dvc status report_quick | tee /dev/stderr | grep -q 'up to date' || { echo "dvc status report_quick is not clean"; exit 1; }
+	@echo; sed -n '1,/^$$/p' quick/table.md
+	@echo "figure: quick/plots/stability_plasticity.png"; echo "report: quick/report.html"
 
-## repro-default: the default profile alone (base, one, ncl, das; ~90 min here from nothing) as a DVC experiment; the
-## workspace then holds it (`dvc exp show`); `git checkout params.yaml && dvc checkout` returns to the committed study
-repro-default: data remote
-	$(BIN)/dvc exp run -S 'study.methods=[base,one,ncl,das]'
+## study: the full study (study.methods: every baseline and ablation, six domains), stage by stage: many hours on a CPU
+## from nothing; stages that ran before (this machine, or after `make pull`) are restored instead of recomputed
+study: data remote
+	$(BIN)/dvc repro report
+	$(BIN)/dvc status report
+	$(BIN)/python -m das.report readme results/table.md README.md
 
 ## sync-check: das/ is what nbdev_export makes of nbs/, and nbs/ are clean
 sync-check: env

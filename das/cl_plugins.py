@@ -512,6 +512,8 @@ def evaluate_with_task_ids(checkpoint_dir, # a checkpoint of a method with eval_
             d = n if n in seen else (None if n in order else seen[-1])
             if d is not None: groups.setdefault(d, ([], []))[j].append(n)
     parts = [evaluate_model(*load_with_plugins(checkpoint_dir, domain=d, verbose=False), g[0], g[1], **kw) for d, g in groups.items()]
-    return {'tasks': {k: v for p in parts for k, v in p['tasks'].items()}, 'mlm': {k: v for p in parts for k, v in p['mlm'].items()},
+    out = {'tasks': {k: v for p in parts for k, v in p['tasks'].items()}, 'mlm': {k: v for p in parts for k, v in p['mlm'].items()},
             'settings': parts[0]['settings'], 'seconds': sum(p['seconds'] for p in parts),
             'task_ids': {d: {'tasks': g[0], 'corpora': g[1]} for d, g in groups.items()}}
+    if any('mlm_blocks' in p for p in parts): out['mlm_blocks'] = {k: v for p in parts for k, v in p.get('mlm_blocks', {}).items()}
+    return out

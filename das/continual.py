@@ -305,13 +305,15 @@ class DAS(Method):
     "DAS: soft-masking by accumulated unit importance and contrastive integration; ablations by parameters."
     name = 'das'
     defaults = dict(init=True, softmask='update', importance='proxy', contrast='full', lam=1.0, tau=0.05,
-                    contrast_rows=None, general_corpus='general', grad_views=1, n_positions=16, normalize='paper')
+                    contrast_rows=None, general_corpus='general', grad_views=1, n_positions=16, normalize='paper',
+                    strength=1.0)   # the soft mask protects with min(1, strength x importance): the trade-off curve's knob
 
     def check(self):
         p = self.params
         softmask_form(p['softmask'])                    # 'update', 'grad' or false; anything else is refused
         if p['importance'] not in ('proxy', 'random'): raise DasError(f"das importance={p['importance']!r}", "use 'proxy' or 'random'")
         if p['contrast'] not in ('full', 'domain', 'none'): raise DasError(f"das contrast={p['contrast']!r}", "use 'full', 'domain' or 'none'")
+        if not (isinstance(p['strength'], (int, float)) and p['strength'] >= 0): raise DasError(f"das strength={p['strength']!r}", "use a number >= 0 (1: the paper)")
         if p['lam'] < 0 or not p['tau'] > 0: raise DasError(f"das lam={p['lam']}, tau={p['tau']}", "use lam >= 0, tau > 0")
 
     def _imp(self, run, loss):
@@ -338,7 +340,7 @@ class DAS(Method):
     def train_kwargs(self, run):
         p, acc = self.params, self.acc
         kw = dict(importance=acc, softmask=p['softmask'], contrast=p['contrast'] != 'none', lam=p['lam'], tau=p['tau'],
-                  contrast_rows=p['contrast_rows'])
+                  contrast_rows=p['contrast_rows'], mask_strength=p['strength'])
         if p['contrast'] == 'domain' and acc is not None: kw['anchor_gates'] = {k: 1 - v for k, v in acc.items()}
         return kw
 

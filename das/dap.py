@@ -232,6 +232,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
                  seed: int = 0, # seed of order, masks and dropout
                  accelerator=None, # accelerate.Accelerator (None: a new one)
                  softmask: str | bool = 'update', # soft-mask form with `importance`: 'update' (the optimizer's step), 'grad' (the gradient, the paper's code) or False
+                 mask_strength: float = 1.0, # the soft mask protects with min(1, mask_strength x importance) (1: the paper)
                  contrast: bool | None = None, # contrastive loss (None: on iff importance is given)
                  positive_grad: bool = False, # gradient through the positive view too (see above)
                  negative_grad: bool = False, # gradient through the negative view too (the reference code)
@@ -252,6 +253,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
     if lam < 0 or not tau > 0: raise DasError(f"lam={lam} must be >= 0 and tau={tau} > 0", "use e.g. lam=1, tau=0.05")
     contrast = importance is not None if contrast is None else contrast
     form = softmask_form(softmask)                                             # refuses an unknown form
+    if not (isinstance(mask_strength, (int, float)) and mask_strength >= 0): raise DasError(f"mask_strength={mask_strength!r}", "use a number >= 0 (1: the paper)")
     pairs = [] if importance is None else softmask_pairs(model, importance)    # checks shapes and range
     if accelerator is None:
         from accelerate import Accelerator
@@ -270,12 +272,14 @@ def train_domain(model: nn.Module, # masked LM, trained in place
     dl = block_loader(blocks, tokenizer.mask_token_id, model.config.vocab_size, steps * batch_size, batch_size,
                       seed, mlm_probability, accelerator, shuffle)
     net, opt = accelerator.prepare(Encoder(model), opt)
-    masks = [SoftMask(model, importance, form).attach(opt)] if importance is not None and form else []   # on the prepared device
+    if mask_strength != 1.0: sm_imp = {k: (v.float() * mask_strength).clamp(0, 1) for k, v in importance.items()} if importance is not None else None
+    else: sm_imp = importance
+    masks = [SoftMask(model, sm_imp, form).attach(opt)] if importance is not None and form else []   # on the prepared device
     masks += [m for m in (p.attach_optimizer(opt) for p in plugins if hasattr(p, 'attach_optimizer')) if m is not None]
     gates = UnitGates(model) if contrast and (importance is not None or anchor_gates is not None) else None
     hist = {'step': [], 'loss': [], 'mlm': [], 'accuracy': [], 'contrast': [], 'lr': [], 'seconds': 0.0, 'tokens_seen': 0,
             'config': dict(steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, lam=lam, tau=tau, seed=seed,
-                           softmask=form if importance is not None else None, contrast=contrast, negatives=contrast and importance is not None,
+                           softmask=form if importance is not None else None, mask_strength=mask_strength, contrast=contrast, negatives=contrast and importance is not None,
                            anchor_gated=anchor_gates is not None, views=views,
                            positive_grad=positive_grad, negative_grad=negative_grad, contrast_rows=contrast_rows,
                            processes=world, n_blocks=len(blocks))}

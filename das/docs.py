@@ -100,18 +100,21 @@ def execute(nbs, # notebooks to run (paths), in order
             out_dir, # folder of the executed copies
             cwd=None): # the kernel's working directory (default: each notebook's folder)
     "Run each notebook with papermill into `out_dir` (local-socket kernel, `kernel_env`); the executed paths."
-    import papermill as pm
+    import papermill as pm, tempfile
     from traitlets.config import Config
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    ipc = Config({'KernelManager': {'transport': 'ipc'}})   # local sockets: nothing to encrypt, no TCP notice
+    sock = Path(tempfile.mkdtemp(prefix='das-kernel-'))      # the sockets live here, not in the notebooks' folder (a stage dep)
+    ipc = Config({'KernelManager': {'transport': 'ipc', 'ip': str(sock/'kernel')}})   # local sockets: nothing to encrypt, no TCP notice
     done = []
     with kernel_env():
         for p in map(Path, nbs):
             print('executing', p.name, flush=True)
             try: pm.execute_notebook(str(p), str(out_dir/p.name), cwd=str(cwd or p.parent), kernel_name='python3',
-                                     progress_bar=False, config=ipc)
+                                     progress_bar=False, config=ipc,
+                                     extra_arguments=['--IPKernelApp.log_level=CRITICAL'])   # nor its shutdown notice (KeyboardInterrupt)
             except Exception as e: raise SystemExit(f'{p.name} failed while building the docs: {type(e).__name__}: {str(e)[:500]}')
             done.append(out_dir/p.name)
+    shutil.rmtree(sock, ignore_errors=True)
     return done
 
 # %% ../nbs/11_docs.ipynb
@@ -277,8 +280,12 @@ def screenshot(html, # the page to open
 
 # %% ../nbs/11_docs.ipynb
 def main(argv=None):
-    "Build the site: python -m das.docs [--execute] [--out DIR] [--screenshot auto|true|false]."
-    import argparse
+    "Build the site: python -m das.docs [--execute] [--out DIR] [--screenshot auto|true|false]; or one page: python -m das.docs page NB HTML."
+    import argparse, sys
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['page']:                     # one executed notebook as a standalone page (e.g. the quick profile's report)
+        if len(argv) != 3: raise SystemExit('usage: python -m das.docs page NOTEBOOK.ipynb OUT.html')
+        print('page:', page(argv[1], argv[2], {'site': 'das', 'index': '#', 'prev': None, 'next': None})); return
     ap = argparse.ArgumentParser(prog='python -m das.docs', description=main.__doc__)
     ap.add_argument('--execute', nargs='?', const='true', default='false', type=str.lower, choices=['true', 'false'],
                     help='run every tutorial notebook first (papermill); `--execute false` (DVC params) renders them as they are')

@@ -14,9 +14,10 @@ from .model import chunk_texts, encode, encoder_of, evaluate_mlm
 from .contrast import pool
 
 # %% auto 0
-__all__ = ['DATA_SEED', 'PROBE_DEFAULTS', 'TASKS', 'CORPORA', 'PROTOCOLS', 'average', 'forgetting_rate', 'backward_transfer',
-           'forward_transfer', 'encode_texts', 'toy_task', 'check_task', 'stratified_subset', 'linear_probe',
-           'finetune', 'evaluate_model', 'mlm_block_losses', 'block_mean', 'paired_difference', 'matrix', 'summarize']
+__all__ = ['DATA_SEED', 'PROBE_DEFAULTS', 'TASKS', 'CORPORA', 'PROTOCOLS', 'KNOWLEDGE', 'average', 'forgetting_rate',
+           'backward_transfer', 'forward_transfer', 'encode_texts', 'toy_task', 'check_task', 'stratified_subset',
+           'linear_probe', 'finetune', 'evaluate_model', 'mlm_block_losses', 'block_mean', 'paired_difference',
+           'matrix', 'summarize', 'knowledge_terms', 'knowledge', 'knowledge_diff', 'code_version']
 
 # %% ../nbs/08_evaluate.ipynb
 _FIX_A = "pass A with A[t][i] = score on task i after training domain t: one row per domain, one column per task (NaN where not evaluated)"
@@ -291,6 +292,8 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
                    max_len: int = 64, # tokens per task text
                    mlm_batches: int | None = 1, # batches of 64 held-out blocks per corpus (None: all)
                    mlm_seed: int = 0, # seed of the held-out masks
+                   mlm_seeds=None, # mask seeds of the per-block held-out evaluation (mlm_block_losses); None: one batch per mlm_batches
+                   mlm_max_blocks: int | None = None, # with mlm_seeds: the first blocks of each corpus (None: all)
                    mlm_max_len: int = 128, # held-out block length (as in DAP training)
                    task_data: dict | None = None, # name -> DatasetDict, instead of loading by name
                    corpus_data: dict | None = None, # name -> list of held-out texts, instead of loading by name
@@ -309,7 +312,10 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
     ncls = {n: check_task(d, n) for n, d in data.items()}
     if dev and (no := [n for n, d in data.items() if 'dev' not in d]):
         raise DasError(f"dev=True but the tasks {no} have no 'dev' split", "give every task a dev split, or pass dev=False")
+    mlm_seeds = None if mlm_seeds is None else [int(s) for s in mlm_seeds]
+    if mlm_seeds is not None and not mlm_seeds: raise DasError("mlm_seeds is empty", "pass e.g. mlm_seeds=(0, 1), or None")
     t0, out = time.time(), {'tasks': {}, 'mlm': {}}
+    if mlm_seeds is not None: out['mlm_blocks'] = {}
     blocks = {c: chunk_texts(tokenizer, corpus_data[c] if c in corpus_data else load_corpus(c, 'heldout'), mlm_max_len)
               for c in corpora}                                                     # refuses a too-small corpus up front
     for n, d in data.items():
@@ -331,11 +337,21 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
         if progress: print(f"{n}: macro-F1 {np.mean(out['tasks'][n]['macro_f1']):.3f} ({time.time() - t1:.1f}s)")
     for c, bl in blocks.items():
         t1 = time.time()
-        r = evaluate_mlm(model, bl, tokenizer, seed=mlm_seed, max_batches=mlm_batches)
-        out['mlm'][c] = {k: float(r[k]) if k != 'n_masked' else int(r[k]) for k in ('loss', 'accuracy', 'n_masked')}
-        if progress: print(f"{c}: held-out MLM loss {r['loss']:.3f} ({time.time() - t1:.1f}s)")
+        if mlm_seeds is None:
+            r = evaluate_mlm(model, bl, tokenizer, seed=mlm_seed, max_batches=mlm_batches)
+            out['mlm'][c] = {k: float(r[k]) if k != 'n_masked' else int(r[k]) for k in ('loss', 'accuracy', 'n_masked')}
+        else:                     # per block (seeds pooled within each block): what knowledge metrics and paired differences need
+            b = mlm_block_losses(model, bl, tokenizer, seeds=mlm_seeds, max_blocks=mlm_max_blocks)
+            b = {k: v.sum(0) for k, v in b.items()}
+            lo, ac = block_mean(b), block_mean(b, 'accuracy')
+            out['mlm'][c] = {'loss': lo['mean'], 'accuracy': ac['mean'], 'n_masked': lo['n_masked'], 'loss_se': lo['se'],
+                             'accuracy_se': ac['se'], 'n_blocks': lo['n_blocks']}
+            out['mlm_blocks'][c] = {'loss_sum': [round(float(x), 5) for x in b['loss_sum']], 'correct': [int(x) for x in b['correct']],
+                                    'n': [int(x) for x in b['n']]}
+        if progress: print(f"{c}: held-out MLM loss {out['mlm'][c]['loss']:.3f} ({time.time() - t1:.1f}s)")
     out['settings'] = dict(protocol=protocol, seeds=seeds, max_train=max_train, max_test=max_test, max_len=max_len, dev=dev,
-                           mlm_batches=mlm_batches, mlm_seed=mlm_seed, mlm_max_len=mlm_max_len, data_seed=DATA_SEED,
+                           mlm_batches=mlm_batches, mlm_seed=mlm_seed, mlm_seeds=mlm_seeds, mlm_max_blocks=mlm_max_blocks,
+                           mlm_max_len=mlm_max_len, data_seed=DATA_SEED,
                            probe={**PROBE_DEFAULTS, **(probe_kw or {})} if protocol == 'probe' else None,
                            finetune=dict(finetune_kw or {}) if protocol == 'paper' else None)
     out['seconds'] = round(time.time() - t0, 2)
@@ -460,3 +476,84 @@ def summarize(rows, # list of evaluate_model outputs, rows[t] = after domain t
             out[m][k] = {'mean': float(np.mean(v)), 'std': float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, 'per_seed': [float(x) for x in v]}
         out[m]['last_row'] = [float(x) for x in A[-1]]
     return out
+
+# %% ../nbs/08_evaluate.ipynb
+def _row_blocks(row, corpus, where):
+    b = (row or {}).get('mlm_blocks', {}).get(corpus)
+    if b is None: raise DasError(f"{where} has no per-block held-out loss for corpus {corpus!r}",
+                                 "evaluate with per-block MLM losses (evaluate_model(..., mlm_seeds=...); params.yaml: evaluate.mlm_seeds)")
+    return b
+
+def _combo(terms, what='loss') -> tuple:
+    "(value, se) of sum_k c_k L_k on one corpus: terms [(c_k, blocks_k)] on the same blocks and masks."
+    k = 'loss_sum' if what == 'loss' else 'correct'
+    n = np.asarray(terms[0][1]['n'], float)
+    if any(not np.array_equal(np.asarray(b['n'], float), n) for _, b in terms[1:]):
+        raise DasError("the evaluations to combine did not use the same blocks and masks",
+                       "evaluate every checkpoint (and the general LM) with the same held-out blocks and mask seeds")
+    return _ratio_se(sum(c * np.asarray(b[k], float) for c, b in terms), n)
+
+KNOWLEDGE = ('adaptation', 'domain_forgetting', 'domain_forgetting_max', 'general_forgetting', 'final_loss', 'final_loss_all')
+
+def knowledge_terms(rows, # evaluate_model outputs, rows[t] = after domain t, with mlm_blocks
+                    general, # the general LM's evaluate_model output (method base), with mlm_blocks
+                    order, # domain names in training order (their corpora are the domains' held-out text)
+                    general_corpus: str = 'general', # the general held-out corpus
+                    metrics=KNOWLEDGE) -> dict: # which metrics (those needing two or more domains are left out for one)
+    "{metric: [terms of corpus 1, ...]}: each metric as linear combinations of held-out losses, one per corpus."
+    if general is None:
+        raise DasError("no general-LM row: knowledge metrics measure change from the general LM",
+                       "pass the general LM's evaluation (the base method's only row)")
+    order = list(order)
+    if len(rows) != len(order): raise DasError(f"{len(rows)} checkpoints for {len(order)} domains", "pass one row per domain, in training order")
+    bad = sorted(set(metrics) - set(KNOWLEDGE))
+    if bad: raise DasError(f"unknown knowledge metric(s) {bad}", f"use: {', '.join(KNOWLEDGE)}")
+    T = len(rows) - 1
+    G = lambda c: _row_blocks(general, c, 'the general LM row')
+    R = lambda t, c: _row_blocks(rows[t], c, f'checkpoint {t} ({order[t]})')
+    def best(i, d): return min(range(i, T), key=lambda t: _combo([(1, R(t, d))])[0])
+    make = {'adaptation': lambda: [[(1, G(d)), (-1, R(i, d))] for i, d in enumerate(order)],
+            'general_forgetting': lambda: [[(1, R(T, general_corpus)), (-1, G(general_corpus))]],
+            'final_loss': lambda: [[(1, R(T, d))] for d in order],
+            'final_loss_all': lambda: [[(1, R(T, c))] for c in order + [general_corpus]],
+            'domain_forgetting': lambda: [[(1, R(T, d)), (-1, R(i, d))] for i, d in enumerate(order[:-1])],
+            'domain_forgetting_max': lambda: [[(1, R(T, d)), (-1, R(best(i, d), d))] for i, d in enumerate(order[:-1])]}
+    return {m: make[m]() for m in KNOWLEDGE if m in metrics and (T > 0 or not m.startswith('domain_forgetting'))}
+
+_ACC_SIGN = {'adaptation': -1, 'domain_forgetting': -1, 'domain_forgetting_max': -1, 'general_forgetting': -1, 'final_loss': 1, 'final_loss_all': 1}
+
+def _mean_over(parts) -> dict:
+    v, se = np.array([p[0] for p in parts]), np.array([p[1] for p in parts])
+    return {'mean': float(v.mean()), 'se': float(np.sqrt((se ** 2).sum()) / len(v)), 'per_corpus': [float(x) for x in v]}
+
+def knowledge(rows, general, order, what: str = 'loss', general_corpus: str = 'general', metrics=KNOWLEDGE) -> dict:
+    "{metric: {'mean', 'se', 'per_corpus'}} of one run (see the table above); what='accuracy': masked-token accuracy."
+    if what not in ('loss', 'accuracy'): raise DasError(f"what={what!r}", "use 'loss' or 'accuracy'")
+    s = (lambda m: 1) if what == 'loss' else _ACC_SIGN.get
+    return {m: _mean_over([(s(m) * v, se) for v, se in (_combo(t, what) for t in ts)])
+            for m, ts in knowledge_terms(rows, general, order, general_corpus, metrics).items()}
+
+def knowledge_diff(rows_a, rows_b, general, order, what: str = 'loss', general_corpus: str = 'general', metrics=KNOWLEDGE,
+                   scale_b: float = 1.0) -> dict: # B's weight: 0.8 asks whether A reaches 80% of B
+    "{metric: {'mean', 'se', 'per_corpus'}}: run A's metric minus scale_b x run B's, paired block by block (same blocks and masks)."
+    if what not in ('loss', 'accuracy'): raise DasError(f"what={what!r}", "use 'loss' or 'accuracy'")
+    ta, tb = (knowledge_terms(r, general, order, general_corpus, metrics) for r in (rows_a, rows_b))
+    s = (lambda m: 1) if what == 'loss' else _ACC_SIGN.get
+    out = {}
+    for m in ta:
+        if m not in tb: continue
+        parts = [_combo(a + [(-scale_b * c, blk) for c, blk in b], what) for a, b in zip(ta[m], tb[m])]
+        out[m] = _mean_over([(s(m) * v, se) for v, se in parts])
+    return out
+
+# %% ../nbs/08_evaluate.ipynb
+def code_version(pkg=None) -> str: # the package folder (default: this package's)
+    "A 10-character fingerprint of the package's source files (das/*.py), stable across commits that change no code."
+    import hashlib
+    from pathlib import Path
+    pkg = Path(pkg or Path(__file__).parent)
+    files = sorted(pkg.glob('*.py'))
+    if not files: raise DasError(f"no source files in {pkg}", "pass the das package folder")
+    h = hashlib.sha256()
+    for f in files: h.update(f.name.encode()); h.update(f.read_bytes())
+    return h.hexdigest()[:10]

@@ -119,10 +119,10 @@ def profile_overrides(profile, # YAML file of overrides grouped like params.yaml
 def run_profile(profile, # YAML file of overrides, or a list of them (later ones win)
                 name: str | None = None, # experiment name (default: the first profile's file name)
                 dry: bool = False): # only print the command
-    "Run the study with `profile` as one DVC experiment (`dvc exp run -n NAME -S ...`)."
+    "Run the study with `profile` as one DVC experiment (`dvc exp run -n NAME -S ... report docs`)."
     import subprocess, shlex
     files = [profile] if isinstance(profile, (str, Path)) else list(profile)
-    cmd = ['dvc', 'exp', 'run', '-n', name or Path(files[0]).stem] + profile_overrides(files)
+    cmd = ['dvc', 'exp', 'run', '-n', name or Path(files[0]).stem] + profile_overrides(files) + ['report', 'docs']   # the study, not the quick profile
     print(' '.join(shlex.quote(c) for c in cmd), flush=True)
     if not dry: subprocess.run(cmd, check=True, cwd=root_dir())
     return cmd

@@ -12,9 +12,10 @@ from .core import DasError, atomic_dir, atomic_write, load_json, save_json
 
 # %% auto 0
 __all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'IMPORTANCE_FILES', 'load_results', 'forward_transfer_vs_base', 'paper_row',
-           'claims', 'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share',
-           'cosine_matrix', 'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap',
-           'protocol_markdown', 'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown']
+           'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims', 'run_label',
+           'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
+           'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown',
+           'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -94,26 +95,99 @@ def claims(results: dict, # {method: results} (load_results)
     return out
 
 # %% ../nbs/10_report.ipynb
+from .evaluate import KNOWLEDGE, knowledge, knowledge_diff
+
+def general_row(results: dict): # {method: results}; the general LM is the base method's checkpoint
+    "The general LM's evaluation (base's first row), or None."
+    b = results.get('base')
+    return b['rows'][0] if b and b.get('rows') else None
+
+def _rows_for(res: dict):
+    "(rows, order, metrics) a method's knowledge is computed from: Pool's one model stands for every domain; ONE only adapts."
+    rows, order = res['rows'], res['order']
+    if res.get('eval_scope') == 'own': return rows, order[:len(rows)], ('adaptation',)
+    if len(rows) == 1 and len(order) > 1: return rows * len(order), order, ('adaptation', 'general_forgetting', 'final_loss', 'final_loss_all')
+    return rows, order, KNOWLEDGE
+
+def method_knowledge(res: dict, # one method's results (09c_evaluate)
+                     general, # general_row(results)
+                     what: str = 'loss') -> dict | None:
+    "The method's knowledge metrics (das.evaluate.knowledge), or None for a method that does not train or lacks per-block losses."
+    if not res.get('trains', True) or not all('mlm_blocks' in r for r in res['rows']): return None
+    if general is None: raise DasError("the report has no general-LM row for the knowledge metrics", "include the base method in study.methods")
+    rows, order, ms = _rows_for(res)
+    return knowledge(rows, general, order, what, metrics=ms)
+
+def knowledge_vs(res_a: dict, res_b: dict, general, scale_b: float = 1.0, what: str = 'loss') -> dict:
+    "{metric: {'mean', 'se'}}: A's metric minus scale_b x B's, paired on the same blocks and masks."
+    return knowledge_diff(res_a['rows'], res_b['rows'], general, res_a['order'], what, scale_b=scale_b)
+
+def _verdict(d: dict, want: str) -> str:
+    "'yes' if the paired difference d has the wanted sign ('<0' or '>0') beyond 2 SE, 'no (within noise)' within 2 SE, else 'no'."
+    if abs(d['mean']) <= 2 * d['se']: return 'no (within noise)'
+    return 'yes' if (d['mean'] < 0) == (want == '<0') else 'no'
+
+def _pm(d, digits=4): return f"{d['mean']:+.{digits}f} +- {d['se']:.{digits}f}"
+
+def knowledge_claims(results: dict) -> list:
+    "The knowledge claims (see above) for the methods present: [{'claim', 'paper', 'ours', 'reproduced'}]."
+    G, out = general_row(results), []
+    ok = lambda m: m in results and method_knowledge(results[m], G) is not None and len(results[m]['rows']) == len(results[m]['order'])
+    if G is None or not ok('das'): return out
+    das = results['das']
+    def add(claim, paper, ours, verdict): out.append({'claim': claim, 'paper': paper, 'ours': ours, 'reproduced': verdict})
+    if ok('ncl'):
+        d = knowledge_vs(das, results['ncl'], G)
+        add('DAS forgets less general knowledge than NCL', 'yes (the premise of soft-masking)', f"DAS - NCL general forgetting {_pm(d['general_forgetting'])} nats", _verdict(d['general_forgetting'], '<0'))
+        if 'domain_forgetting' in d:
+            add('DAS forgets less domain knowledge than NCL', 'yes (Table 1: lower forgetting rate)', f"DAS - NCL domain forgetting {_pm(d['domain_forgetting'])} nats", _verdict(d['domain_forgetting'], '<0'))
+        r = knowledge_vs(das, results['ncl'], G, scale_b=0.8)['adaptation']
+        ka, kn = method_knowledge(das, G)['adaptation']['mean'], method_knowledge(results['ncl'], G)['adaptation']['mean']
+        add('DAS adapts at least 80% as much as NCL', 'yes (DAS learns the domains: Table 1)',
+            f"adaptation {ka:.4f} vs {kn:.4f} ({ka / kn:.0%} of NCL); DAS - 0.8 NCL {_pm(r)}" if kn else f"adaptation {ka:.4f} vs {kn:.4f}",
+            _verdict(r, '>0') if r['mean'] > 0 or abs(r['mean']) <= 2 * r['se'] else 'no')
+    for ref in ('replay', 'kd'):
+        if ok(ref):
+            d = knowledge_vs(das, results[ref], G)
+            g, a = d['general_forgetting'], d['adaptation']
+            v = _verdict(g, '<0')
+            if v == 'yes' and a['mean'] < -2 * a['se']: v = 'not at equal adaptation (DAS adapts less)'
+            add(f'DAS forgets less general knowledge than {ref} at equal adaptation', 'not reported' if ref == 'replay' else 'yes (Table 1: DAS > KD)',
+                f"DAS - {ref}: general forgetting {_pm(g)}, adaptation {_pm(a)}", v)
+    for m in sorted(results):
+        if m.startswith('das_') and ok(m):
+            d = knowledge_vs(results[m], das, G)['final_loss_all']
+            add(f'ablation {m} costs knowledge ({m} final held-out loss > DAS)', 'yes: every ablation below full DAS (Table 3)',
+                f"{m} - DAS final loss {_pm(d)} nats", _verdict(d, '>0'))
+    return out
+
+# %% ../nbs/10_report.ipynb
 def _fmt(s, digits=4): return '' if s is None else f"{s['mean']:.{digits}f} +- {s['std']:.{digits}f}"
 def _num(v, digits=1): return '' if v is None or v != v else f'{v:.{digits}f}'   # a table cell: empty for None or NaN
 
+def run_label(res: dict) -> str:
+    "Which code (das.evaluate.code_version) and settings produced a result: 'code 1a2b3c4d5e, 6 x 80 steps'."
+    c, cfg = res.get('code'), res.get('train_config') or {}
+    run = f"{len(res.get('order', []))} x {cfg['steps']} steps" if 'steps' in cfg else ''
+    return f"`{c}`, {run}" if c else 'no code label (before 2026-11-30: gradient soft-mask)'
+
+def _se(k, m, digits=4): return '' if not k or m not in k else f"{k[m]['mean']:.{digits}f} +- {k[m]['se']:.{digits}f}"
+
 def results_table(results: dict, # {method: results}
                   claims_rows: list | None = None) -> str: # claims() output
-    "Markdown: the methods' summaries, then the claims."
-    base = results.get('base')
-    head = ('| method | final avg macro-F1 | final avg accuracy | forgetting rate (MF1) | forward transfer vs Non-CL (MF1) '
-            '| TREC probe MF1 | general MLM loss | the DAS paper |\n|---|---|---|---|---|---|---|---|\n')
+    "Markdown: the methods' knowledge metrics (mean +- SE) and end-task summaries (mean +- std over seeds), then the claims."
+    G = general_row(results)
+    head = ('| method | adaptation (nats) | domain forgetting (nats) | general forgetting (nats) | final avg macro-F1 '
+            '| forgetting rate (MF1) | TREC probe MF1 | code, run | the DAS paper |\n|---|---|---|---|---|---|---|---|---|\n')
     rows = []
     for m, r in results.items():
-        s = r['summary']
-        ft = forward_transfer_vs_base(r, base) if base is not None and m != 'base' else None
-        gl = s.get('general_mlm_loss')
-        rows.append(f"| {m} | {_fmt(s['macro_f1']['final_average'])} | {_fmt(s.get('accuracy', {}).get('final_average'))} "
-                    f"| {_fmt(s['macro_f1'].get('forgetting_rate'))} | {_fmt(ft)} | {_fmt(s.get('trec_macro_f1'))} "
-                    f"| {'' if gl is None else f'{gl:.3f}'} | {paper_row(m)} |")
+        s, k = r['summary'], (method_knowledge(r, G) if G is not None else None)
+        rows.append(f"| {m} | {_se(k, 'adaptation')} | {_se(k, 'domain_forgetting')} | {_se(k, 'general_forgetting')} "
+                    f"| {_fmt(s['macro_f1']['final_average'])} | {_fmt(s['macro_f1'].get('forgetting_rate'))} "
+                    f"| {_fmt(s.get('trec_macro_f1'))} | {run_label(r)} | {paper_row(m)} |")
     out = head + '\n'.join(rows) + '\n'
     if claims_rows:
-        out += '\n| claim | the paper | ours (mean over seeds) | reproduced? |\n|---|---|---|---|\n'
+        out += '\n| claim | the paper | ours | reproduced? |\n|---|---|---|---|\n'
         out += ''.join(f"| {c['claim']} | {c.get('paper', '')} | {c['ours']} | {c['reproduced']} |\n" for c in claims_rows)
     return out
 

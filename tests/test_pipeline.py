@@ -21,9 +21,12 @@ SMOKE = {
     'custom_domains': {'toy': {'corpus': 'custom_inputs/toy/texts', 'task': 'custom_inputs/toy/labels.csv'}},
     'continual': {'order': ['movie', 'toy'], 'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
     'study': {'methods': ['base', 'ncl', 'das']},
-    'evaluate': {'seeds': [0], 'max_train': 32, 'max_test': 32, 'max_len': 32},
+    'evaluate': {'seeds': [0], 'max_train': 32, 'max_test': 32, 'max_len': 32, 'mlm_max_blocks': 4},
+    'quick': {'methods': ['base', 'das'], 'continual': {'order': ['movie', 'toy'], 'steps': 2}, 'evaluate': {'mlm_max_blocks': 4},
+              'report': {'methods': ['base', 'das']}},
     'docs': {'execute': False},
 }
+QUICK = {'report_quick'} | {f'{s}_quick@{m}' for s in ('train', 'evaluate') for m in ('base', 'das')}
 
 
 def overlay(d: dict, o: dict) -> dict:
@@ -91,15 +94,21 @@ def repo(tmp_path_factory):
 def test_repro_status_noop_and_selective_rerun(repo):
     out = sh(repo, 'dvc', 'repro')
     stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'ncl', 'das')}
-    assert ran(out) == stages, out[-2000:]
+    assert ran(out) == stages | QUICK, out[-2000:]
     for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
               'results/table.md', 'runs/report.ipynb', 'plots/warmup.png', 'plots/report/accuracy_matrices.png',
               'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy', '_site/index.html', '_site/runs/report.html',
-              'results/importance/das/run.json', 'results/importance/das/1-toy/importance_accumulated.pt', 'plots/report/importance_growth.png'):
+              'results/importance/das/run.json', 'results/importance/das/1-toy/importance_accumulated.pt', 'plots/report/importance_growth.png',
+              'quick/results/eval/das.json', 'quick/table.md', 'quick/report.html', 'quick/plots/stability_plasticity.png'):
         assert (repo/p).exists(), p
     res = json.loads((repo/'results'/'eval'/'das.json').read_text())
     assert res['domain_tasks'] == ['movie', 'toy'] and 'toy' in res['corpora']      # the user's domain is trained and evaluated
     assert res['A_dev'] and 'dev' in json.loads((repo/'metrics'/'eval'/'das.json').read_text())   # dev scores, to choose settings on
+    assert len(res['rows'][-1]['mlm_blocks']['general']['n']) == 4                  # per-block held-out losses: knowledge metrics
+    study = json.loads((repo/'quick'/'metrics'/'study.json').read_text())
+    assert {'adaptation', 'general_forgetting', 'domain_forgetting'} <= set(study['knowledge']['das'])
+    assert 'adaptation (nats)' in (repo/'quick'/'table.md').read_text()
+    assert 'up to date' in sh(repo, 'dvc', 'status', 'report_quick')
     assert 'up to date' in sh(repo, 'dvc', 'status')
     again = sh(repo, 'dvc', 'repro')
     assert ran(again) == set(), again[-2000:]                                 # a second repro does nothing
@@ -111,7 +120,7 @@ def test_repro_status_noop_and_selective_rerun(repo):
     diff = sh(repo, 'dvc', 'params', 'diff')
     assert 'methods.das.lam' in diff and '0.5' in diff
     out = sh(repo, 'dvc', 'repro')
-    assert ran(out) == {'train@das', 'evaluate@das', 'importance@das', 'report', 'docs'}, out[-2000:]
+    assert ran(out) == {'train@das', 'evaluate@das', 'importance@das', 'report', 'docs', 'train_quick@das', 'evaluate_quick@das', 'report_quick'}, out[-2000:]
     assert 'metrics/study.json' in sh(repo, 'dvc', 'metrics', 'show')
     sh(repo, 'dvc', 'plots', 'show', '-o', 'dvc_plots')
     html = (repo/'dvc_plots'/'index.html').read_text()
@@ -121,7 +130,7 @@ def test_repro_status_noop_and_selective_rerun(repo):
 
 def test_exp_run_set_param(repo):
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
-    assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report', 'docs'}, out[-2000:]
+    assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report', 'docs', 'evaluate_quick@base', 'evaluate_quick@das', 'report_quick'}, out[-2000:]
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
 
 
@@ -145,7 +154,7 @@ PAPER_ON_CPU = {   # what a CPU changes in the paper profile: the model (a tiny 
     'continual': {'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1,
                   'launcher': 'accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no'},
     'study': {'methods': ['das']},
-    'evaluate': {'seeds': [0], 'max_train': 24, 'max_test': 12, 'max_len': 32, 'mlm_batches': 1},
+    'evaluate': {'seeds': [0], 'max_train': 24, 'max_test': 12, 'max_len': 32, 'mlm_batches': 1, 'mlm_max_blocks': 4},
     'docs': {'execute': False},
 }
 

@@ -1,0 +1,96 @@
+"""Trade-off curves on held-out loss: how much a method adapts against how much it forgets, as one knob turns.
+
+Each config trains the first two domains of params.yaml's continual.order from the general LM (the study's settings,
+with the config's overrides), then every checkpoint and the general LM are scored by the held-out MLM loss per block
+(das.evaluate.mlm_block_losses: the same blocks and masks for all), and das.evaluate.knowledge gives adaptation,
+domain forgetting and general forgetting with standard errors. Held-out corpora only; no end task is touched.
+The defaults are the two curves of the study: NCL over its learning rate and DAS over its mask strength
+(`strength`: the soft mask protects with min(1, strength x importance)). The report draws them into its
+stability-plasticity figure from benchmarks/results/tradeoff.json.
+
+    python benchmarks/tradeoff.py [--configs NAME=METHOD[,key=value...] ...] [--seeds 0 1] [--max-blocks 128]
+
+A key that is a continual setting (lr, steps, ...) overrides params.yaml's `continual`; any other key is a parameter of
+the method (on top of params.yaml's `methods.<METHOD>` when METHOD is a name there). Finished configs are kept (the
+JSON is rewritten after each one) and skipped on a rerun.
+"""
+from __future__ import annotations
+import argparse, dataclasses, os, sys, tempfile, time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from das.continual import DapConfig, make_method, method_params_of, run_continual  # noqa: E402
+from das.core import load_json, save_json  # noqa: E402
+from das.data import load_corpus  # noqa: E402
+from das.evaluate import block_mean, knowledge, mlm_block_losses  # noqa: E402
+from das.model import chunk_texts, load_mlm  # noqa: E402
+
+DEFAULT = ['ncl_lr3e-5=ncl,lr=3e-5', 'ncl_lr1e-4=ncl', 'ncl_lr3e-4=ncl,lr=3e-4',
+           'das_s0.5=das,strength=0.5', 'das_s1=das', 'das_s2=das,strength=2.0']
+
+
+def parse(spec: str):
+    "'name=method,k=v,...' -> (name, method, {k: v})."
+    name, rest = spec.split('=', 1)
+    method, *kv = rest.split(',')
+    return name, method, {k: yaml.safe_load(v) for k, v in (x.split('=', 1) for x in kv)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--configs', nargs='+', default=DEFAULT)
+    ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1], help='mask seeds of the held-out evaluation')
+    ap.add_argument('--max-blocks', type=int, default=128, help='held-out blocks per corpus (the first ones)')
+    ap.add_argument('--domains', type=int, default=2, help='the first N domains of the order')
+    ap.add_argument('--out', default=str(ROOT/'benchmarks/results/tradeoff.json'))
+    ap.add_argument('--work', default=None)
+    a = ap.parse_args(argv)
+    params = yaml.safe_load((ROOT/'params.yaml').read_text())
+    c = dict(params['continual'])
+    fields = {f.name for f in dataclasses.fields(DapConfig)}
+    base_cfg = {k: c[k] for k in fields if k in c} | {'seed': params['base']['seed']}
+    general, order = ROOT/c['general_model'], c['order'][:a.domains]
+    imp_file = ROOT/c['general_importance']
+    if not general.exists() or not imp_file.exists(): raise SystemExit('run `dvc repro general_importance` first')
+    work = Path(a.work or tempfile.mkdtemp(prefix='tradeoff_'))
+    tok = load_mlm(general, verbose=False)[1]
+    corpora = order + ['general']
+    blocks = {cor: chunk_texts(tok, load_corpus(cor, 'heldout'), base_cfg['max_len']) for cor in corpora}
+    def score(model_dir):
+        m = load_mlm(model_dir, verbose=False)[0]
+        out = {}
+        for cor, bl in blocks.items():
+            b = {k: v.sum(0) for k, v in mlm_block_losses(m, bl, tok, seeds=a.seeds, max_blocks=a.max_blocks).items()}
+            out[cor] = b
+        return {'mlm_blocks': out}
+    res = load_json(a.out) if Path(a.out).exists() else {}
+    res.setdefault('configs', {})
+    if res.get('order') not in (None, order) or res.get('mask_seeds') not in (None, a.seeds):
+        raise SystemExit(f'{a.out} holds another order or seeds: move it away first')
+    res.update(order=order, mask_seeds=a.seeds, max_blocks=a.max_blocks, cpu=os.cpu_count())
+    G = score(general)
+    for spec in a.configs:
+        name, method, over = parse(spec)
+        if name in res['configs']: print(f'{name}: done before, skipped'); continue
+        t0 = time.perf_counter()
+        cfg_over = {k: v for k, v in over.items() if k in fields}
+        mp = {**(method_params_of(method) if method in params['methods'] else {}), **{k: v for k, v in over.items() if k not in fields}}
+        cfg = DapConfig.from_dict(base_cfg | cfg_over)
+        run_continual(make_method(method, mp), order, general, work/name, cfg, general_importance=imp_file, progress=False)
+        rows = [score(work/name/f'{t}-{d}') for t, d in enumerate(order)]
+        k = knowledge(rows, G, order)
+        res['configs'][name] = {'spec': spec, 'method': method, 'params': mp, 'config': cfg_over, 'knowledge': k,
+                                'seconds': time.perf_counter() - t0}
+        save_json(res, a.out)
+        print(f"{name}: adaptation {k['adaptation']['mean']:.4f} +- {k['adaptation']['se']:.4f}, domain forgetting "
+              f"{k['domain_forgetting']['mean']:.4f} +- {k['domain_forgetting']['se']:.4f}, general forgetting "
+              f"{k['general_forgetting']['mean']:.4f} +- {k['general_forgetting']['se']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(f'written {a.out}')
+    return res
+
+
+if __name__ == '__main__':
+    main()
