@@ -44,8 +44,8 @@ def sh(repo, *cmd, check=True):
     return r.stdout + r.stderr
 
 
-PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json',   # the report stage reads the two diagnoses
-                  'benchmarks/results/das_settings.json')
+PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json',   # the report stage reads the diagnoses
+                  'benchmarks/results/das_settings.json', 'benchmarks/results/importance_similarity.json')
 
 
 def new_repo(r: Path, dirs=('nbs', 'das'), files=PIPELINE_FILES) -> Path:
