@@ -56,6 +56,7 @@ def main(argv=None):
         per = {cor: block_mean(losses[r][cor]) for cor in corpora}
         res['shares'][str(r)] = {'loss': per, 'average': float(np.mean([v['mean'] for v in per.values()])),
                                  'seconds': time.perf_counter() - t0}
+        save_json({**res, 'partial': True}, a.out)       # what finished so far survives an interrupted run
         print(f"share {r}: " + ', '.join(f"{cor} {v['mean']:.4f} +- {v['se']:.4f}" for cor, v in per.items())
               + f"; average {res['shares'][str(r)]['average']:.4f} ({res['shares'][str(r)]['seconds']:.0f} s)", flush=True)
     best = min(a.shares, key=lambda r: res['shares'][str(r)]['average'])

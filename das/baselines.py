@@ -278,7 +278,7 @@ class DERPP(Method):
 class Replay(Method):
     "Replay: a share r of every batch is old text (the general corpus and earlier domains), the rest the new domain."
     name = 'replay'
-    defaults = dict(share=0.25, # r: share of each batch's rows that are replayed (0: NCL)
+    defaults = dict(share=0.1, # r: share of each batch's rows that are replayed (0: NCL)
                     general_corpus='general') # the general LM's own text, replayed from the first domain on
 
     def check(self):
