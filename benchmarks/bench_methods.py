@@ -13,24 +13,21 @@ ratio to NCL's median measured in the same run, and the peak RSS. The second dom
 accumulate (HAT's masks, ELLE's growth and replay, DAS's importance) start paying for it.
 """
 from __future__ import annotations
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, dataclasses, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 
 
 def child(method: str, domains: int, steps: int | None, out: str) -> None:
-    import torch, yaml
+    import torch
+    from common import dap_config, study_params
     from das.continual import make_method, method_params_of, run_continual
-    p = yaml.safe_load((ROOT/'params.yaml').read_text())
+    p = study_params()
     torch.set_num_threads(int(p['base'].get('num_threads') or 2))
-    import dataclasses
-    from das.continual import DapConfig
-    fields = {f.name for f in dataclasses.fields(DapConfig)}
-    cfg = {k: v for k, v in p['continual'].items() if k in fields}
-    if steps: cfg['steps'] = steps
+    cfg = dataclasses.asdict(dap_config(p, **({'steps': steps} if steps else {})))
     order = p['continual']['order'][:domains]
     t0 = time.perf_counter()
     man = run_continual(make_method(method, method_params_of(method)), order, ROOT/p['continual']['general_model'], Path(out)/method,

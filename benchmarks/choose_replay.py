@@ -15,16 +15,13 @@ import argparse, os, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
-import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from das.continual import DapConfig, make_method, run_continual  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from common import ROOT, dap_config, heldout_blocks, score, study_params  # noqa: E402
+from das.continual import make_method, run_continual  # noqa: E402
 from das.core import save_json  # noqa: E402
-from das.data import load_corpus  # noqa: E402
-from das.evaluate import block_mean, mlm_block_losses, paired_difference  # noqa: E402
-from das.model import chunk_texts, load_mlm  # noqa: E402
+from das.evaluate import block_mean, paired_difference  # noqa: E402
+from das.model import load_mlm  # noqa: E402
 
 
 def main(argv=None):
@@ -35,24 +32,22 @@ def main(argv=None):
     ap.add_argument('--out', default=str(ROOT/'benchmarks/results/replay_share.json'))
     ap.add_argument('--work', default=None)
     a = ap.parse_args(argv)
-    params = yaml.safe_load((ROOT/'params.yaml').read_text())
-    c = dict(params['continual'])
-    cfg = DapConfig.from_dict({k: c[k] for k in ('steps', 'batch_size', 'max_len', 'lr', 'warmup_ratio', 'weight_decay',
-                                                 'max_grad_norm', 'mlm_probability', 'importance_batches')} | {'seed': params['base']['seed']})
+    params = study_params()
+    c = params['continual']
+    cfg = dap_config(params)
     general, order = ROOT/c['general_model'], c['order'][:2]
     if not general.exists(): raise SystemExit(f'{general} is missing: run `dvc repro warmup` first')
     work = Path(a.work or tempfile.mkdtemp(prefix='choose_replay_'))
     tok = load_mlm(general, verbose=False)[1]
     corpora = ['general'] + order
-    blocks = {cor: chunk_texts(tok, load_corpus(cor, 'heldout'), cfg.max_len) for cor in corpora}
+    blocks = heldout_blocks(tok, corpora, cfg.max_len)
     res = {'order': order, 'config': vars(cfg), 'mask_seeds': a.seeds, 'max_blocks': a.max_blocks, 'shares': {},
            'criterion': 'final average held-out MLM loss over the general corpus and the trained domains', 'cpu': os.cpu_count()}
     losses = {}
     for r in a.shares:
         t0 = time.perf_counter()
         run_continual(make_method('replay', {'share': r}), order, general, work/f'r{r}', cfg, progress=False)
-        model = load_mlm(work/f'r{r}'/f'{len(order) - 1}-{order[-1]}', verbose=False)[0]
-        losses[r] = {cor: mlm_block_losses(model, bl, tok, seeds=a.seeds, max_blocks=a.max_blocks) for cor, bl in blocks.items()}
+        losses[r] = score(work/f'r{r}'/f'{len(order) - 1}-{order[-1]}', blocks, tok, a.seeds, a.max_blocks)
         per = {cor: block_mean(losses[r][cor]) for cor in corpora}
         res['shares'][str(r)] = {'loss': per, 'average': float(np.mean([v['mean'] for v in per.values()])),
                                  'seconds': time.perf_counter() - t0}

@@ -20,28 +20,11 @@ import argparse, dataclasses, json, os, sys, tempfile, time
 from statistics import mean
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from common import ROOT, dap_config, method_params, parse_spec, study_params  # noqa: E402
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('HF_DATASETS_OFFLINE', '1')
 
 DEFAULT_CONFIGS = ['ncl=ncl', 'das=das', 'das_lam0.3=das,lam=0.3', 'das_lam0.1=das,lam=0.1', 'das_tau0.2=das,tau=0.2']
-
-
-def parse_config(spec: str) -> tuple[str, str, str, dict, dict]:
-    "'label=plugin,k=v,...' -> (label, 'plugin,k=v,...', plugin, method overrides, DapConfig overrides); values parsed as YAML scalars."
-    import yaml
-    from das.continual import DapConfig
-    from das.core import DasError
-    if '=' not in spec: raise DasError(f"config {spec!r} has no label", "write label=plugin[,key=value...], e.g. das_lam0.1=das,lam=0.1")
-    label, rest = spec.split('=', 1)
-    plugin, *kvs = rest.split(',')
-    shared = {f.name for f in dataclasses.fields(DapConfig)}
-    meth, cfg = {}, {}
-    for kv in kvs:
-        if '=' not in kv: raise DasError(f"config {spec!r}: {kv!r} is not key=value", "e.g. lam=0.1 or steps=160")
-        k, v = kv.split('=', 1)
-        (cfg if k in shared else meth)[k] = yaml.safe_load(v)
-    return label, rest, plugin, meth, cfg
 
 
 def main(argv=None):
@@ -51,23 +34,23 @@ def main(argv=None):
     ap.add_argument('--seeds', nargs='+', type=int, default=None, help='probe seeds (default: evaluate.seeds)')
     ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'das_settings.json'))
     a = ap.parse_args(argv)
-    import torch, yaml
-    from das.continual import DapConfig, make_method, method_params_of, run_continual
+    import torch
+    from das.continual import make_method, run_continual
     from das.core import DasError, save_json
     from das.evaluate import evaluate_model
     from das.model import load_mlm
     from das.report import settings_markdown, settings_table
-    p = yaml.safe_load((ROOT/'params.yaml').read_text())
+    p = study_params()
     torch.set_num_threads(int(p['base'].get('num_threads') or 2))
     ev = p['evaluate']; seeds = a.seeds or ev['seeds']
     order = list(p['continual']['order'])
     if not 1 <= a.domains <= len(order): raise DasError(f"--domains {a.domains} is not in 1..{len(order)}", f"use 1 to {len(order)}")
-    base_cfg = {f.name: p['continual'][f.name] for f in dataclasses.fields(DapConfig) if f.name in p['continual']}
     runs = []                                                         # check every config before any training
     for spec in a.configs:
-        label, run_str, plugin, meth, cfg = parse_config(spec)
-        method = make_method(plugin, {**method_params_of(plugin), **meth})   # refuses an unknown method or parameter, now
-        c = DapConfig.from_dict({**base_cfg, **cfg})
+        label, plugin, meth, cfg = parse_spec(spec)
+        run_str = spec.split('=', 1)[1]
+        method = make_method(plugin, method_params(plugin, meth, p))   # refuses an unknown method or parameter, now
+        c = dap_config(p, **cfg)
         runs.append((label, method, c, {'plugin': method.name, 'params': method.params, 'config': dataclasses.asdict(c),
                                         'order': order[:a.domains], 'domain_tasks': order, 'seeds': seeds}, run_str))
     gi = ROOT/p['continual']['general_importance']; gm = ROOT/p['continual']['general_model']

@@ -20,15 +20,13 @@ import argparse, os, platform, sys, tempfile, time
 from pathlib import Path
 
 import torch
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from das.continual import DapConfig, make_method, run_continual  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from common import ROOT, dap_config, heldout_blocks, score, study_params  # noqa: E402
+from das.continual import make_method, run_continual  # noqa: E402
 from das.core import save_json  # noqa: E402
-from das.data import load_corpus  # noqa: E402
-from das.evaluate import block_mean, mlm_block_losses, paired_difference  # noqa: E402
-from das.model import chunk_texts, load_mlm  # noqa: E402
+from das.evaluate import block_mean, paired_difference  # noqa: E402
+from das.model import load_mlm  # noqa: E402
 
 RUNS = {'ncl': ('ncl', {}),
         'grad_mask': ('das', {'contrast': 'none', 'softmask': 'grad'}),
@@ -49,10 +47,9 @@ def main(argv=None):
     ap.add_argument('--out', default=str(ROOT/'benchmarks/results/softmask_evidence.json'))
     ap.add_argument('--work', default=None, help='folder for the three runs (default: a temporary folder)')
     a = ap.parse_args(argv)
-    params = yaml.safe_load((ROOT/'params.yaml').read_text())
-    c = dict(params['continual'])
-    cfg = DapConfig.from_dict({k: c[k] for k in ('steps', 'batch_size', 'max_len', 'lr', 'warmup_ratio', 'weight_decay',
-                                                 'max_grad_norm', 'mlm_probability', 'importance_batches')} | {'seed': params['base']['seed']})
+    params = study_params()
+    c = params['continual']
+    cfg = dap_config(params)
     general, imp_file, domain = ROOT/c['general_model'], ROOT/c['general_importance'], c['order'][0]
     for f in (general, imp_file):
         if not f.exists(): raise SystemExit(f'{f} is missing: run `dvc repro general_importance` first')
@@ -68,12 +65,11 @@ def main(argv=None):
         models[name] = work/name/f'0-{domain}'
         print(f'trained {name:12s} {res["runs"][name]["seconds"]:6.0f} s', flush=True)
     tok = load_mlm(general, verbose=False)[1]
-    blocks = {cor: chunk_texts(tok, load_corpus(cor, 'heldout'), cfg.max_len) for cor in ('general', domain)}
+    blocks = heldout_blocks(tok, ('general', domain), cfg.max_len)
     losses = {}
     t0 = time.perf_counter()
     for name, path in models.items():
-        model = load_mlm(path, verbose=False)[0]
-        losses[name] = {cor: mlm_block_losses(model, bl, tok, seeds=a.seeds) for cor, bl in blocks.items()}
+        losses[name] = score(path, blocks, tok, a.seeds)
     res['eval_seconds'] = time.perf_counter() - t0
     for cor in blocks:
         res['loss'][cor] = {n: block_mean(losses[n][cor]) for n in models}

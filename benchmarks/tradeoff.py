@@ -15,28 +15,18 @@ the method (on top of params.yaml's `methods.<METHOD>` when METHOD is a name the
 JSON is rewritten after each one) and skipped on a rerun.
 """
 from __future__ import annotations
-import argparse, dataclasses, os, sys, tempfile, time
+import argparse, os, sys, tempfile, time
 from pathlib import Path
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from das.continual import DapConfig, make_method, method_params_of, run_continual  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from common import ROOT, dap_config, heldout_blocks, method_params, parse_spec, score, study_params  # noqa: E402
+from das.continual import make_method, run_continual  # noqa: E402
 from das.core import load_json, save_json  # noqa: E402
-from das.data import load_corpus  # noqa: E402
-from das.evaluate import block_mean, knowledge, mlm_block_losses  # noqa: E402
-from das.model import chunk_texts, load_mlm  # noqa: E402
+from das.evaluate import knowledge  # noqa: E402
+from das.model import load_mlm  # noqa: E402
 
 DEFAULT = ['ncl_lr3e-5=ncl,lr=3e-5', 'ncl_lr1e-4=ncl', 'ncl_lr3e-4=ncl,lr=3e-4',
            'das_s0.5=das,strength=0.5', 'das_s1=das', 'das_s2=das,strength=2.0']
-
-
-def parse(spec: str):
-    "'name=method,k=v,...' -> (name, method, {k: v})."
-    name, rest = spec.split('=', 1)
-    method, *kv = rest.split(',')
-    return name, method, {k: yaml.safe_load(v) for k, v in (x.split('=', 1) for x in kv)}
 
 
 def main(argv=None):
@@ -48,39 +38,34 @@ def main(argv=None):
     ap.add_argument('--out', default=str(ROOT/'benchmarks/results/tradeoff.json'))
     ap.add_argument('--work', default=None)
     a = ap.parse_args(argv)
-    params = yaml.safe_load((ROOT/'params.yaml').read_text())
-    c = dict(params['continual'])
-    fields = {f.name for f in dataclasses.fields(DapConfig)}
-    base_cfg = {k: c[k] for k in fields if k in c} | {'seed': params['base']['seed']}
+    params = study_params()
+    c = params['continual']
+    base_cfg = dap_config(params)
     general, order = ROOT/c['general_model'], c['order'][:a.domains]
     imp_file = ROOT/c['general_importance']
     if not general.exists() or not imp_file.exists(): raise SystemExit('run `dvc repro general_importance` first')
+    runs = []                                                 # check every config before any training
+    for spec in a.configs:
+        name, method, meth, cfg_over = parse_spec(spec)
+        mp = method_params(method, meth, params)
+        runs.append((spec, name, method, make_method(method, mp), mp, cfg_over, dap_config(params, **cfg_over)))
     work = Path(a.work or tempfile.mkdtemp(prefix='tradeoff_'))
     tok = load_mlm(general, verbose=False)[1]
-    corpora = order + ['general']
-    blocks = {cor: chunk_texts(tok, load_corpus(cor, 'heldout'), base_cfg['max_len']) for cor in corpora}
-    def score(model_dir):
-        m = load_mlm(model_dir, verbose=False)[0]
-        out = {}
-        for cor, bl in blocks.items():
-            b = {k: v.sum(0) for k, v in mlm_block_losses(m, bl, tok, seeds=a.seeds, max_blocks=a.max_blocks).items()}
-            out[cor] = b
-        return {'mlm_blocks': out}
+    blocks = heldout_blocks(tok, order + ['general'], base_cfg.max_len)
+    def row(model_dir):                                       # a row of das.evaluate.knowledge: per-block sums over mask seeds
+        return {'mlm_blocks': {cor: {k: v.sum(0) for k, v in b.items()}
+                               for cor, b in score(model_dir, blocks, tok, a.seeds, a.max_blocks).items()}}
     res = load_json(a.out) if Path(a.out).exists() else {}
     res.setdefault('configs', {})
     if res.get('order') not in (None, order) or res.get('mask_seeds') not in (None, a.seeds):
         raise SystemExit(f'{a.out} holds another order or seeds: move it away first')
     res.update(order=order, mask_seeds=a.seeds, max_blocks=a.max_blocks, cpu=os.cpu_count())
-    G = score(general)
-    for spec in a.configs:
-        name, method, over = parse(spec)
+    G = row(general)
+    for spec, name, method, m, mp, cfg_over, cfg in runs:
         if name in res['configs']: print(f'{name}: done before, skipped'); continue
         t0 = time.perf_counter()
-        cfg_over = {k: v for k, v in over.items() if k in fields}
-        mp = {**(method_params_of(method) if method in params['methods'] else {}), **{k: v for k, v in over.items() if k not in fields}}
-        cfg = DapConfig.from_dict(base_cfg | cfg_over)
-        run_continual(make_method(method, mp), order, general, work/name, cfg, general_importance=imp_file, progress=False)
-        rows = [score(work/name/f'{t}-{d}') for t, d in enumerate(order)]
+        run_continual(m, order, general, work/name, cfg, general_importance=imp_file, progress=False)
+        rows = [row(work/name/f'{t}-{d}') for t, d in enumerate(order)]
         k = knowledge(rows, G, order)
         res['configs'][name] = {'spec': spec, 'method': method, 'params': mp, 'config': cfg_over, 'knowledge': k,
                                 'seconds': time.perf_counter() - t0}

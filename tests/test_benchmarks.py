@@ -1,0 +1,38 @@
+"The benchmark scripts' shared helpers (benchmarks/common.py): run specs and the study's settings."
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'benchmarks'))
+from common import dap_config, method_params, parse_spec, scalar, study_params  # noqa: E402
+from das.core import DasError  # noqa: E402
+
+
+def test_scalar_reads_exponents_as_numbers():
+    assert scalar('3e-4') == 3e-4 and isinstance(scalar('3e-4'), float)      # plain YAML gives the string '3e-4'
+    assert scalar('2') == 2 and scalar('0.5') == 0.5 and scalar('false') is False and scalar('grad') == 'grad'
+
+
+def test_parse_spec_splits_shared_settings_from_method_parameters():
+    assert parse_spec('ncl_lr3e-4=ncl,lr=3e-4') == ('ncl_lr3e-4', 'ncl', {}, {'lr': 3e-4})
+    assert parse_spec('das_s2=das,strength=2.0,steps=40') == ('das_s2', 'das', {'strength': 2.0}, {'steps': 40})
+    assert parse_spec('das=das') == ('das', 'das', {}, {})
+    with pytest.raises(DasError, match='no label'): parse_spec('das')
+    with pytest.raises(DasError, match='not key=value'): parse_spec('x=das,strength')
+
+
+def test_dap_config_is_the_study_settings_with_overrides():
+    p = study_params()
+    c = dap_config(p)
+    assert c.steps == p['continual']['steps'] and c.lr == p['continual']['lr'] and c.seed == p['base']['seed']
+    assert dap_config(p, lr=3e-4).lr == 3e-4 and dap_config(p, lr=3e-4).steps == c.steps
+    with pytest.raises(DasError, match='unknown setting'): dap_config(p, order=['movie'])
+    with pytest.raises(DasError, match='must be > 0'): dap_config(p, **parse_spec('x=ncl,lr=-1')[3])
+
+
+def test_method_params_layer_overrides_on_params_yaml():
+    p = study_params()
+    assert method_params('das', {'strength': 2.0}, p) == {**p['methods']['das'], 'strength': 2.0}
+    assert method_params('not_in_params', {'k': 1}, p) == {'k': 1}
