@@ -3,7 +3,9 @@
 Each config trains the first two domains of params.yaml's continual.order from the general LM (the study's settings,
 with the config's overrides), then every checkpoint and the general LM are scored by the held-out MLM loss per block
 (das.evaluate.mlm_block_losses: the same blocks and masks for all), and das.evaluate.knowledge gives adaptation,
-domain forgetting and general forgetting with standard errors. Held-out corpora only; no end task is touched.
+domain forgetting and general forgetting with standard errors. Held-out corpora only; no end task is touched. The
+per-block sums of every checkpoint (`rows`) and of the general LM (`general`) are saved too, so two configs can be
+compared paired, block by block (das.report's trade-off comparison at equal adaptation).
 The defaults are the two curves of the study: NCL over its learning rate and DAS over its mask strength
 (`strength`: the soft mask protects with min(1, strength x importance)). The report draws them into its
 stability-plasticity figure from benchmarks/results/tradeoff.json.
@@ -53,21 +55,22 @@ def main(argv=None):
     tok = load_mlm(general, verbose=False)[1]
     blocks = heldout_blocks(tok, order + ['general'], base_cfg.max_len)
     def row(model_dir):                                       # a row of das.evaluate.knowledge: per-block sums over mask seeds
-        return {'mlm_blocks': {cor: {k: v.sum(0) for k, v in b.items()}
+        return {'mlm_blocks': {cor: {k: v.sum(0).tolist() for k, v in b.items()}
                                for cor, b in score(model_dir, blocks, tok, a.seeds, a.max_blocks).items()}}
     res = load_json(a.out) if Path(a.out).exists() else {}
     res.setdefault('configs', {})
     if res.get('order') not in (None, order) or res.get('mask_seeds') not in (None, a.seeds):
         raise SystemExit(f'{a.out} holds another order or seeds: move it away first')
     res.update(order=order, mask_seeds=a.seeds, max_blocks=a.max_blocks, cpu=os.cpu_count())
-    G = row(general)
+    G = res.get('general') or row(general)
+    res['general'] = G                                        # the general LM's row: with `rows`, paired comparisons between configs
     for spec, name, method, m, mp, cfg_over, cfg in runs:
         if name in res['configs']: print(f'{name}: done before, skipped'); continue
         t0 = time.perf_counter()
         run_continual(m, order, general, work/name, cfg, general_importance=imp_file, progress=False)
         rows = [row(work/name/f'{t}-{d}') for t, d in enumerate(order)]
         k = knowledge(rows, G, order)
-        res['configs'][name] = {'spec': spec, 'method': method, 'params': mp, 'config': cfg_over, 'knowledge': k,
+        res['configs'][name] = {'spec': spec, 'method': method, 'params': mp, 'config': cfg_over, 'knowledge': k, 'rows': rows,
                                 'seconds': time.perf_counter() - t0}
         save_json(res, a.out)
         print(f"{name}: adaptation {k['adaptation']['mean']:.4f} +- {k['adaptation']['se']:.4f}, domain forgetting "
