@@ -73,9 +73,9 @@ def main(argv=None):
         res['configs'][name] = {'spec': spec, 'method': method, 'params': mp, 'config': cfg_over, 'knowledge': k, 'rows': rows,
                                 'seconds': time.perf_counter() - t0}
         save_json(res, a.out)
-        print(f"{name}: adaptation {k['adaptation']['mean']:.4f} +- {k['adaptation']['se']:.4f}, domain forgetting "
-              f"{k['domain_forgetting']['mean']:.4f} +- {k['domain_forgetting']['se']:.4f}, general forgetting "
-              f"{k['general_forgetting']['mean']:.4f} +- {k['general_forgetting']['se']:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(f'{name}: ' + ', '.join(f"{m.replace('_', ' ')} {k[m]['mean']:.4f} +- {k[m]['se']:.4f}"
+                                      for m in ('adaptation', 'domain_forgetting', 'general_forgetting') if m in k)
+              + f' ({time.perf_counter() - t0:.0f} s)', flush=True)
     print(f'written {a.out}')
     return res
 
