@@ -14,10 +14,10 @@ from .model import chunk_texts, encode, encoder_of, evaluate_mlm
 from .contrast import pool
 
 # %% auto 0
-__all__ = ['DATA_SEED', 'PROBE_DEFAULTS', 'TASKS', 'CORPORA', 'PROTOCOLS', 'KNOWLEDGE', 'average', 'forgetting_rate',
-           'backward_transfer', 'forward_transfer', 'encode_texts', 'toy_task', 'check_task', 'stratified_subset',
-           'linear_probe', 'finetune', 'evaluate_model', 'mlm_block_losses', 'block_mean', 'paired_difference',
-           'matrix', 'summarize', 'knowledge_terms', 'knowledge', 'knowledge_diff', 'code_version']
+__all__ = ['DATA_SEED', 'PROBE_DEFAULTS', 'TASKS', 'CORPORA', 'PROTOCOLS', 'KNOWLEDGE', 'PRESENTATION', 'average',
+           'forgetting_rate', 'backward_transfer', 'forward_transfer', 'encode_texts', 'toy_task', 'check_task',
+           'stratified_subset', 'linear_probe', 'finetune', 'evaluate_model', 'mlm_block_losses', 'block_mean',
+           'paired_difference', 'matrix', 'summarize', 'knowledge_terms', 'knowledge', 'knowledge_diff', 'code_version']
 
 # %% ../nbs/08_evaluate.ipynb
 _FIX_A = "pass A with A[t][i] = score on task i after training domain t: one row per domain, one column per task (NaN where not evaluated)"
@@ -547,12 +547,15 @@ def knowledge_diff(rows_a, rows_b, general, order, what: str = 'loss', general_c
     return out
 
 # %% ../nbs/08_evaluate.ipynb
-def code_version(pkg=None) -> str: # the package folder (default: this package's)
-    "A 10-character fingerprint of the package's source files (das/*.py), stable across commits that change no code."
+PRESENTATION = ('_modidx.py', 'docs.py', 'report.py')   # modules that never change a result: left out of the fingerprint
+
+def code_version(pkg=None, # the package folder (default: this package's)
+                 exclude=PRESENTATION) -> str: # file names left out
+    "A 10-character fingerprint of the source files that compute results (das/*.py but `exclude`), stable across commits that change none."
     import hashlib
     from pathlib import Path
     pkg = Path(pkg or Path(__file__).parent)
-    files = sorted(pkg.glob('*.py'))
+    files = sorted(f for f in pkg.glob('*.py') if f.name not in exclude)
     if not files: raise DasError(f"no source files in {pkg}", "pass the das package folder")
     h = hashlib.sha256()
     for f in files: h.update(f.name.encode()); h.update(f.read_bytes())
