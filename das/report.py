@@ -11,11 +11,12 @@ import torch
 from .core import DasError, atomic_dir, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'IMPORTANCE_FILES', 'load_results', 'forward_transfer_vs_base', 'paper_row',
-           'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims', 'run_label',
+__all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'IMPORTANCE_FILES', 'ROLE', 'load_results', 'forward_transfer_vs_base',
+           'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims', 'run_label',
            'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
            'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown',
-           'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown']
+           'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown', 'current_results',
+           'at_equal_adaptation', 'conclusion']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -351,6 +352,132 @@ def cost_markdown(df) -> str: # cost_table output
     out += ''.join(f"| {r.method} | {_num(r.min_per_domain, 2)} | {_num(r.train_min)} | {_num(r.evaluate_min)} | {_num(r.peak_rss_gib)} |\n" for r in df.itertuples())
     tr, ev = df.train_min.sum(), df.evaluate_min.fillna(0).sum()
     return out + f"| all {len(df)} methods | | {tr:.1f} | {ev:.1f} | {df.peak_rss_gib.max():.1f} (max) |\n\nTrain + evaluate of these methods: {(tr + ev) / 60:.2f} h (the shared `warmup` and `general_importance` stages not included).\n"
+
+# %% ../nbs/10_report.ipynb
+from .evaluate import _combo, _mean_over, knowledge_terms
+
+def current_results(results: dict) -> tuple: # {method: results} (load_results)
+    "({method: results} that carry a code label, [methods left out]): a result from before the code labels is never shown."
+    kept = {m: r for m, r in results.items() if r.get('code')}
+    return kept, [m for m in results if m not in kept]
+
+def at_equal_adaptation(tradeoff: dict, # benchmarks/results/tradeoff.json (benchmarks/tradeoff.py)
+                        config: str, # the config to place on the curve, e.g. 'das_s1'
+                        curve: str = 'ncl', # the method whose configs draw the curve (NCL over its learning rate)
+                        metric: str = 'general_forgetting') -> dict | None:
+    "config's `metric` minus the curve's at the same adaptation (linear between its two neighbours), paired block by block; None off the curve."
+    C, G, order = tradeoff['configs'], tradeoff['general'], tradeoff['order']
+    if config not in C: raise DasError(f"no config {config!r} in the trade-off file", f"use one of: {', '.join(C)}")
+    a = C[config]['knowledge']['adaptation']['mean']
+    pts = sorted((c['knowledge']['adaptation']['mean'], n) for n, c in C.items() if c['method'] == curve and n != config)
+    seg = next(((p, q) for p, q in zip(pts, pts[1:]) if p[0] <= a <= q[0]), None)
+    if seg is None: return None                         # outside the curve's range: no extrapolation
+    (a1, n1), (a2, n2) = seg
+    w = (a2 - a) / (a2 - a1) if a2 > a1 else 1.0        # the curve's point = w x n1 + (1 - w) x n2
+    terms = lambda n: knowledge_terms(C[n]['rows'], G, order, metrics=(metric,))[metric]
+    parts = [_combo(x + [(-w * c, b) for c, b in y] + [(-(1 - w) * c, b) for c, b in z]) for x, y, z in zip(terms(config), terms(n1), terms(n2))]
+    d = _mean_over(parts)
+    curve_value = w * C[n1]['knowledge'][metric]['mean'] + (1 - w) * C[n2]['knowledge'][metric]['mean']
+    return {'mean': d['mean'], 'se': d['se'], 'adaptation': a, 'between': [n1, n2], 'weight': w, 'curve': curve_value,
+            'value': C[config]['knowledge'][metric]['mean']}
+
+ROLE = {'head': 'attention heads', 'intermediate': 'FFN units', 'output': 'FFN-output units'}
+
+def _word(d: dict, lower: str = 'less', higher: str = 'more', same: str = 'as much') -> str:
+    "How a paired difference reads at 2 standard errors."
+    return same if abs(d['mean']) <= 2 * d['se'] else (lower if d['mean'] < 0 else higher)
+
+def _pct(a, b): return f"{a / b:.0%}" if b else 'n/a'
+
+def _headline(results, K, tradeoff) -> str | None:
+    "The direct answer to 'does DAS work here?', from the trade-off curves when they exist, else from the study's runs."
+    if tradeoff and 'das_s1' in tradeoff.get('configs', {}):
+        eq = [v for v in (at_equal_adaptation(tradeoff, 'das_s1', 'ncl', m) for m in ('general_forgetting', 'domain_forgetting')) if v]
+        if eq:
+            w = [_word(v) for v in eq]
+            ans = 'yes' if all(x == 'less' for x in w) else 'partly' if 'less' in w else 'no'
+            return (f"- **Does DAS work here?** {ans.capitalize()}: at the same adaptation as NCL (trade-off curves below), DAS forgets "
+                    + ' and '.join(f"{x} {m}" for x, m in zip(w, ('general', 'domain')[:len(w)])) + ' knowledge.')
+    if K.get('das') and K.get('ncl') and 'domain_forgetting' in K['das'] and 'domain_forgetting' in K.get('ncl', {}):
+        return ("- **Does DAS work here?** Not answered at equal adaptation yet (no trade-off curves: `python benchmarks/tradeoff.py`); "
+                "the comparison with NCL follows.")
+    return None
+
+def conclusion(results: dict, # {method: results} of the report (current_results)
+               tradeoff: dict | None = None, # benchmarks/results/tradeoff.json, or None
+               protected: dict | None = None, # protected_share of DAS's last accumulated importance, or None
+               missing=(), # methods without results in git
+               stale=()) -> str: # methods whose results predate the code labels (left out)
+    "The study's answer in plain words, every number computed from the data: markdown."
+    G, out = general_row(results), []
+    K = {m: method_knowledge(r, G) for m, r in results.items()} if G is not None else {}
+    full = lambda m: K.get(m) is not None and 'domain_forgetting' in K[m]
+    mf1 = lambda m: results[m]['summary']['macro_f1']['final_average']
+    nd = len(results['das']['order']) if 'das' in results else 0
+    if full('das'):
+        kd_ = K['das']
+        for ref in ('ncl', 'kd', 'replay'):
+            if not full(ref): continue
+            d = knowledge_vs(results['das'], results[ref], G)
+            lab = {'ncl': 'NCL', 'kd': 'KD'}.get(ref, ref)
+            out.append(f"- **DAS vs {lab}** ({nd}-domain run, paired over held-out blocks): "
+                       f"DAS forgets {_word(d['general_forgetting'])} general knowledge (DAS - {lab} {_pm(d['general_forgetting'])} nats) and "
+                       f"{_word(d['domain_forgetting'])} domain knowledge ({_pm(d['domain_forgetting'])}), while it adapts "
+                       f"{_word(d['adaptation'], 'less', 'more', 'as much')} ({kd_['adaptation']['mean']:.4f} vs {K[ref]['adaptation']['mean']:.4f} nats, "
+                       f"{_pct(kd_['adaptation']['mean'], K[ref]['adaptation']['mean'])}).")
+    if tradeoff and 'das_s1' in tradeoff.get('configs', {}):
+        C = tradeoff['configs']
+        eq = {m: at_equal_adaptation(tradeoff, 'das_s1', 'ncl', m) for m in ('general_forgetting', 'domain_forgetting')}
+        ncl_a = sorted(c['knowledge']['adaptation']['mean'] for c in C.values() if c['method'] == 'ncl')
+        head = (f"- **At equal adaptation** (first two domains, NCL over its learning rate: adaptation {ncl_a[0]:.4f} to {ncl_a[-1]:.4f} nats; "
+                f"DAS at its default strength adapts {C['das_s1']['knowledge']['adaptation']['mean']:.4f}): ") if ncl_a else '- **At equal adaptation**: '
+        if all(v is None for v in eq.values()):
+            out.append(head + "DAS's adaptation lies outside NCL's curve, so the curves cannot compare them at equal adaptation.")
+        else:
+            out.append(head + '; '.join(f"{m.replace('_', ' ')}: DAS {v['value']:.4f}, NCL at the same adaptation {v['curve']:.4f}, "
+                                        f"DAS - NCL {_pm(v)} nats ({_word(v, 'DAS forgets less', 'DAS forgets more', 'within 2 SE')})"
+                                        for m, v in eq.items() if v) + '.')
+        das_pts = sorted((c['knowledge']['adaptation']['mean'], c['knowledge']['general_forgetting']['mean'], n) for n, c in C.items() if c['method'] == 'das')
+        if len(das_pts) > 1:
+            out.append("- DAS's mask strength moves it along its own curve: " + ', '.join(f"{n} adapts {a:.4f} and forgets {g:.4f} general" for a, g, n in das_pts) + '.')
+    if 'das' in results and 'ncl' in results:
+        v, d = _cmp(mf1('das'), mf1('ncl'))
+        apart = abs(d) > max(mf1('das')['std'], mf1('ncl')['std'])
+        out.append(f"- **End tasks** (frozen probe, final average macro-F1 over the {len(results['das'].get('domain_tasks', []))} domain tasks): DAS {mf1('das')['mean']:.4f} +- "
+                   f"{mf1('das')['std']:.4f} vs NCL {mf1('ncl')['mean']:.4f} +- {mf1('ncl')['std']:.4f} ({d:+.4f}): "
+                   + ("beyond the probe seeds' spread." if apart else "within the probe seeds' spread, so the end tasks do not tell DAS and NCL apart."))
+    abl = [m for m in results if m.startswith('das_') and full(m) and full('das')]
+    if abl:
+        ds = {m: knowledge_vs(results[m], results['das'], G) for m in abl}
+        parts = [f"{m} {_pm(ds[m]['final_loss_all'])} nats ({_word(ds[m]['final_loss_all'], 'better than DAS', 'costs knowledge', 'within 2 SE of DAS')})" for m in
+                 sorted(abl, key=lambda m: -ds[m]['final_loss_all']['mean'])]
+        out.append("- **Ablations** (final held-out loss over the domains and the general corpus, ablation - DAS): " + '; '.join(parts) + '.')
+        if 'das_gradmask' in ds:
+            g = ds['das_gradmask']
+            line = (f"- **The reference code's mask** (das_gradmask: gradients scaled before AdamW), das_gradmask - DAS: adaptation "
+                    f"{_pm(g['adaptation'])}, general forgetting {_pm(g['general_forgetting'])}, domain forgetting {_pm(g['domain_forgetting'])} nats")
+            if full('ncl'):
+                n = knowledge_vs(results['das_gradmask'], results['ncl'], G)
+                like = all(_word(n[m]) == 'as much' for m in ('adaptation', 'general_forgetting', 'domain_forgetting'))
+                line += (f"; das_gradmask - NCL: adaptation {_pm(n['adaptation'])}, general forgetting {_pm(n['general_forgetting'])}"
+                         + (": the inert mask trains like NCL" if like else ''))
+            out.append(line + '.')
+    cl = knowledge_claims(results) + claims(results)
+    if cl:
+        yes = [c['claim'] for c in cl if c['reproduced'] == 'yes']
+        out.append(f"- **Against the paper**: {len(yes)} of {len(cl)} claims hold here at 2 SE (or beyond the probe seeds' spread)"
+                   + (': ' + '; '.join(yes) if yes else '') + '.')
+    if protected:
+        out.append("- **How much DAS protects**: after the last domain, importance above 0.5 covers " +
+                   ', '.join(f"{v:.0%} of the {ROLE.get(k, k)}" for k, v in protected.items()) +
+                   ": the update mask slows every such unit to under half its step.")
+    head = _headline(results, K, tradeoff)
+    if head: out.insert(0, head)
+    gone = [*missing, *stale]
+    if gone:
+        out.append(f"- **Not shown** (no results from the current code in git): {', '.join(gone)}.")
+    return ('**Conclusion** (generated from the results below; differences are paired over held-out blocks, "more/less" means beyond '
+            '2 standard errors):\n\n' + '\n'.join(out) + '\n\n') if out else ''
 
 # %% ../nbs/10_report.ipynb
 if __name__ == '__main__' and not hasattr(__import__('sys'), 'ps1') and 'ipykernel' not in __import__('sys').modules: main()   # last: main needs every function above
