@@ -344,14 +344,26 @@ def cost_table(metrics_dir, # the stages' records: metrics_dir/train/<method>.js
                      'peak_rss_gib': t['peak_rss_mib'] / 1024 if t.get('peak_rss_mib') else None})
     return pd.DataFrame(rows, columns=['method', 'min_per_domain', 'train_min', 'evaluate_min', 'peak_rss_gib'])
 
-def cost_markdown(df) -> str: # cost_table output
-    "Markdown for the README: each method's cost from its stages' records, and the sum."
+def cost_markdown(df, # cost_table output
+                  budget_h: float | None = None, # the study's time budget (hours), or None
+                  shared_min: float = 0.0, # the shared stages' minutes (the warm-up's record), counted once
+                  pending=()) -> str: # methods of the study without a current record (not in the sum)
+    "Markdown for the README: each method's cost from its stages' records, the sum, and the sum against the budget."
     if not len(df): return ''
     out = ('\nCost on the machine that ran the study, from each stage\'s own record (`metrics/train`, `metrics/eval`; a stage that ran beside another job reads slower than it is):\n\n'
            '| method | min per domain | train (min) | evaluate (min) | peak RSS train (GiB) |\n|---|---|---|---|---|\n')
     out += ''.join(f"| {r.method} | {_num(r.min_per_domain, 2)} | {_num(r.train_min)} | {_num(r.evaluate_min)} | {_num(r.peak_rss_gib)} |\n" for r in df.itertuples())
     tr, ev = df.train_min.sum(), df.evaluate_min.fillna(0).sum()
-    return out + f"| all {len(df)} methods | | {tr:.1f} | {ev:.1f} | {df.peak_rss_gib.max():.1f} (max) |\n\nTrain + evaluate of these methods: {(tr + ev) / 60:.2f} h (the shared `warmup` and `general_importance` stages not included).\n"
+    out += f"| all {len(df)} methods | | {tr:.1f} | {ev:.1f} | {df.peak_rss_gib.max():.1f} (max) |\n\nTrain + evaluate of these methods: {(tr + ev) / 60:.2f} h"
+    total = (tr + ev + shared_min) / 60
+    out += f"; with the shared warm-up ({shared_min:.1f} min): {total:.2f} h." if shared_min else " (the shared `warmup` and `general_importance` stages not included)."
+    if budget_h:
+        top = df.assign(total=df.train_min + df.evaluate_min.fillna(0)).nlargest(3, 'total')
+        out += (f" Against the study's budget of {budget_h:g} h: " + (f"within it ({total / budget_h:.0%})" if total <= budget_h else
+                f"over by {total - budget_h:.2f} h ({total / budget_h:.0%})") + "; the largest: "
+                + ', '.join(f"{r.method} {r.total:.1f} min" for r in top.itertuples()) + '.')
+    if pending: out += f" Not run yet with the current code, so not in the sum: {', '.join(pending)}."
+    return out + '\n'
 
 # %% ../nbs/10_report.ipynb
 from .evaluate import _combo, _mean_over, knowledge_terms
