@@ -457,7 +457,7 @@ def conclusion(results: dict, # {method: results} of the report (current_results
         apart = abs(d) > max(mf1('das')['std'], mf1('ncl')['std'])
         out.append(f"- **End tasks** (frozen probe, final average macro-F1 over the {len(results['das'].get('domain_tasks', []))} domain tasks): DAS {mf1('das')['mean']:.4f} +- "
                    f"{mf1('das')['std']:.4f} vs NCL {mf1('ncl')['mean']:.4f} +- {mf1('ncl')['std']:.4f} ({d:+.4f}): "
-                   + ("beyond the probe seeds' spread." if apart else "within the probe seeds' spread, so the end tasks do not tell DAS and NCL apart."))
+                   + (f"{'DAS' if d > 0 else 'NCL'} scores higher, beyond the probe seeds' spread." if apart else "within the probe seeds' spread, so the end tasks do not tell DAS and NCL apart."))
     abl = [m for m in results if m.startswith('das_') and full(m) and full('das')]
     if abl:
         ds = {m: knowledge_vs(results[m], results['das'], G) for m in abl}
