@@ -401,16 +401,14 @@ def _word(d: dict, lower: str = 'less', higher: str = 'more', same: str = 'as mu
 
 def _pct(a, b): return f"{a / b:.0%}" if b else 'n/a'
 
-def _headline(results, K, tradeoff) -> str | None:
-    "The direct answer to 'does DAS work here?', from the trade-off curves when they exist, else from the study's runs."
-    if tradeoff and 'das_s1' in tradeoff.get('configs', {}):
-        eq = [v for v in (at_equal_adaptation(tradeoff, 'das_s1', 'ncl', m) for m in ('general_forgetting', 'domain_forgetting')) if v]
-        if eq:
-            w = [_word(v) for v in eq]
-            ans = 'yes' if all(x == 'less' for x in w) else 'partly' if 'less' in w else 'no'
-            return (f"- **Does DAS work here?** {ans.capitalize()}: at the same adaptation as NCL (trade-off curves below), DAS forgets "
-                    + ' and '.join(f"{x} {m}" for x, m in zip(w, ('general', 'domain')[:len(w)])) + ' knowledge.')
-    if K.get('das') and K.get('ncl') and 'domain_forgetting' in K['das'] and 'domain_forgetting' in K.get('ncl', {}):
+def _headline(K, eq) -> str | None:
+    "The direct answer to 'does DAS work here?': from `eq` ({metric: at_equal_adaptation}) when DAS is on NCL's curve, else a pointer."
+    got = {m.split('_')[0]: _word(v) for m, v in eq.items() if v}
+    if got:
+        ans = 'yes' if all(x == 'less' for x in got.values()) else 'partly' if 'less' in got.values() else 'no'
+        return (f"- **Does DAS work here?** {ans.capitalize()}: at the same adaptation as NCL (trade-off curves below), DAS forgets "
+                + ' and '.join(f"{x} {m}" for m, x in got.items()) + ' knowledge.')
+    if K.get('das') and K.get('ncl') and 'domain_forgetting' in K['das'] and 'domain_forgetting' in K['ncl']:
         return ("- **Does DAS work here?** Not answered at equal adaptation yet (no trade-off curves: `python benchmarks/tradeoff.py`); "
                 "the comparison with NCL follows.")
     return None
@@ -437,9 +435,10 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                        f"{_word(d['domain_forgetting'])} domain knowledge ({_pm(d['domain_forgetting'])}), while it adapts "
                        f"{_word(d['adaptation'], 'less', 'more', 'as much')} ({kd_['adaptation']['mean']:.4f} vs {K[ref]['adaptation']['mean']:.4f} nats, "
                        f"{_pct(kd_['adaptation']['mean'], K[ref]['adaptation']['mean'])}).")
-    if tradeoff and 'das_s1' in tradeoff.get('configs', {}):
+    on_curve = bool(tradeoff) and 'das_s1' in tradeoff.get('configs', {})
+    eq = {m: at_equal_adaptation(tradeoff, 'das_s1', 'ncl', m) for m in ('general_forgetting', 'domain_forgetting')} if on_curve else {}
+    if on_curve:
         C = tradeoff['configs']
-        eq = {m: at_equal_adaptation(tradeoff, 'das_s1', 'ncl', m) for m in ('general_forgetting', 'domain_forgetting')}
         ncl_a = sorted(c['knowledge']['adaptation']['mean'] for c in C.values() if c['method'] == 'ncl')
         head = (f"- **At equal adaptation** (first two domains, NCL over its learning rate: adaptation {ncl_a[0]:.4f} to {ncl_a[-1]:.4f} nats; "
                 f"DAS at its default strength adapts {C['das_s1']['knowledge']['adaptation']['mean']:.4f}): ") if ncl_a else '- **At equal adaptation**: '
@@ -483,7 +482,7 @@ def conclusion(results: dict, # {method: results} of the report (current_results
         out.append("- **How much DAS protects**: after the last domain, importance above 0.5 covers " +
                    ', '.join(f"{v:.0%} of the {ROLE.get(k, k)}" for k, v in protected.items()) +
                    ": the update mask slows every such unit to under half its step.")
-    head = _headline(results, K, tradeoff)
+    head = _headline(K, eq)
     if head: out.insert(0, head)
     gone = [*missing, *stale]
     if gone:
