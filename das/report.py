@@ -16,7 +16,7 @@ __all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'IMPORTANCE_FILES', 'ROLE', 'l
            'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
            'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown',
            'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown', 'current_results',
-           'at_equal_adaptation', 'conclusion']
+           'at_equal_adaptation', 'curve_shape', 'conclusion']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -401,17 +401,29 @@ def _word(d: dict, lower: str = 'less', higher: str = 'more', same: str = 'as mu
 
 def _pct(a, b): return f"{a / b:.0%}" if b else 'n/a'
 
-def _headline(K, eq) -> str | None:
+def _headline(K, eq, others=None) -> str | None:
     "The direct answer to 'does DAS work here?': from `eq` ({metric: at_equal_adaptation}) when DAS is on NCL's curve, else a pointer."
     got = {m.split('_')[0]: _word(v) for m, v in eq.items() if v}
     if got:
         ans = 'yes' if all(x == 'less' for x in got.values()) else 'partly' if 'less' in got.values() else 'no'
-        return (f"- **Does DAS work here?** {ans.capitalize()}: at the same adaptation as NCL (trade-off curves below), DAS forgets "
-                + ' and '.join(f"{x} {m}" for m, x in got.items()) + ' knowledge.')
+        line = (f"- **Does DAS work here?** {ans.capitalize()}: at the same adaptation as NCL (trade-off curves below), DAS forgets "
+                + ' and '.join(f"{x} {m}" for m, x in got.items()) + ' knowledge')
+        per = {m: [(n, _word(v[m])) for n, v in (others or {}).items() if v.get(m)] for m in eq}   # other mask strengths
+        per = {m.split('_')[0]: v for m, v in per.items() if v}
+        if per: line += (' at its default mask strength; at the other strengths on the curve it forgets '
+                         + '; '.join(f"{m}: " + ', '.join(f"{x} ({n})" for n, x in v) for m, v in per.items()))
+        return line + '.'
     if K.get('das') and K.get('ncl') and 'domain_forgetting' in K['das'] and 'domain_forgetting' in K['ncl']:
         return ("- **Does DAS work here?** Not answered at equal adaptation yet (no trade-off curves: `python benchmarks/tradeoff.py`); "
                 "the comparison with NCL follows.")
     return None
+
+def curve_shape(tradeoff: dict, curve: str = 'ncl', metric: str = 'general_forgetting') -> str | None:
+    "'convex' / 'concave' / 'straight' when the curve's slopes (forgetting per unit of adaptation) rise / fall / neither; None below 3 points."
+    pts = sorted((c['knowledge']['adaptation']['mean'], c['knowledge'][metric]['mean']) for c in tradeoff['configs'].values() if c['method'] == curve)
+    if len(pts) < 3: return None
+    sl = [(f2 - f1) / (a2 - a1) for (a1, f1), (a2, f2) in zip(pts, pts[1:]) if a2 > a1]
+    return ('convex' if all(x < y for x, y in zip(sl, sl[1:])) else 'concave' if all(x > y for x, y in zip(sl, sl[1:])) else 'straight')
 
 def conclusion(results: dict, # {method: results} of the report (current_results)
                tradeoff: dict | None = None, # benchmarks/results/tradeoff.json, or None
@@ -436,7 +448,10 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                        f"{_word(d['adaptation'], 'less', 'more', 'as much')} ({kd_['adaptation']['mean']:.4f} vs {K[ref]['adaptation']['mean']:.4f} nats, "
                        f"{_pct(kd_['adaptation']['mean'], K[ref]['adaptation']['mean'])}).")
     on_curve = bool(tradeoff) and 'das_s1' in tradeoff.get('configs', {})
-    eq = {m: at_equal_adaptation(tradeoff, 'das_s1', 'ncl', m) for m in ('general_forgetting', 'domain_forgetting')} if on_curve else {}
+    FM = ('general_forgetting', 'domain_forgetting')
+    das_cfg = sorted((n for n, c in tradeoff['configs'].items() if c['method'] == 'das'), key=lambda n: -tradeoff['configs'][n]['knowledge']['adaptation']['mean']) if on_curve else []
+    eqs = {n: {m: at_equal_adaptation(tradeoff, n, 'ncl', m) for m in FM} for n in das_cfg}
+    eq = eqs.get('das_s1', {})
     if on_curve:
         C = tradeoff['configs']
         ncl_a = sorted(c['knowledge']['adaptation']['mean'] for c in C.values() if c['method'] == 'ncl')
@@ -448,9 +463,19 @@ def conclusion(results: dict, # {method: results} of the report (current_results
             out.append(head + '; '.join(f"{m.replace('_', ' ')}: DAS {v['value']:.4f}, NCL at the same adaptation {v['curve']:.4f}, "
                                         f"DAS - NCL {_pm(v)} nats ({_word(v, 'DAS forgets less', 'DAS forgets more', 'within 2 SE')})"
                                         for m, v in eq.items() if v) + '.')
-        das_pts = sorted((c['knowledge']['adaptation']['mean'], c['knowledge']['general_forgetting']['mean'], n) for n, c in C.items() if c['method'] == 'das')
-        if len(das_pts) > 1:
-            out.append("- DAS's mask strength moves it along its own curve: " + ', '.join(f"{n} adapts {a:.4f} and forgets {g:.4f} general" for a, g, n in das_pts) + '.')
+        if len(das_cfg) > 1:
+            def one(n):
+                k, e = C[n]['knowledge'], eqs[n]
+                if all(v is None for v in e.values()): return f"{n} adapts {k['adaptation']['mean']:.4f}: outside NCL's curve"
+                return (f"{n} adapts {k['adaptation']['mean']:.4f}: " + ', '.join(f"{m.split('_')[0]} DAS - NCL {_pm(v)} ({_word(v, 'less', 'more', 'within 2 SE')})"
+                                                                            for m, v in e.items() if v))
+            out.append("- **Over DAS's mask strength** (the soft mask protects with min(1, s x importance)), "
+                       "each placed on NCL's curve: " + '; '.join(one(n) for n in das_cfg) + '.')
+        shapes = {m: curve_shape(tradeoff, 'ncl', m) for m in FM}
+        if any(v == 'convex' for v in shapes.values()):
+            out.append("- NCL's forgetting grows faster than its adaptation (" + ' and '.join(m.replace('_', ' ') for m, v in shapes.items() if v == 'convex')
+                       + " convex over its learning rate): the straight line between two NCL runs lies above NCL's curve, so the "
+                       "comparison at equal adaptation, if anything, favours DAS there.")
     if 'das' in results and 'ncl' in results:
         v, d = _cmp(mf1('das'), mf1('ncl'))
         apart = abs(d) > max(mf1('das')['std'], mf1('ncl')['std'])
@@ -482,7 +507,7 @@ def conclusion(results: dict, # {method: results} of the report (current_results
         out.append("- **How much DAS protects**: after the last domain, importance above 0.5 covers " +
                    ', '.join(f"{v:.0%} of the {ROLE.get(k, k)}" for k, v in protected.items()) +
                    ": the update mask slows every such unit to under half its step.")
-    head = _headline(K, eq)
+    head = _headline(K, eq, {n: e for n, e in eqs.items() if n != 'das_s1'})
     if head: out.insert(0, head)
     gone = [*missing, *stale]
     if gone:
