@@ -6,7 +6,8 @@ with the config's overrides), then every checkpoint and the general LM are score
 domain forgetting and general forgetting with standard errors. Held-out corpora only; no end task is touched. The
 per-block sums of every checkpoint (`rows`) and of the general LM (`general`) are saved too, so two configs can be
 compared paired, block by block (das.report's trade-off comparison at equal adaptation).
-The defaults are the two curves of the study: NCL over its learning rate and DAS over its mask strength
+The defaults are the two curves of the study: NCL over its learning rate (4 values: every DAS point fell between
+3e-5 and 1e-4, so 5e-5 shortens the interpolation) and DAS over its mask strength
 (`strength`: the soft mask protects with min(1, strength x importance)). The report draws them into its
 stability-plasticity figure from benchmarks/results/tradeoff.json.
 
@@ -27,7 +28,7 @@ from das.core import load_json, save_json  # noqa: E402
 from das.evaluate import knowledge  # noqa: E402
 from das.model import load_mlm  # noqa: E402
 
-DEFAULT = ['ncl_lr3e-5=ncl,lr=3e-5', 'ncl_lr1e-4=ncl', 'ncl_lr3e-4=ncl,lr=3e-4',
+DEFAULT = ['ncl_lr3e-5=ncl,lr=3e-5', 'ncl_lr5e-5=ncl,lr=5e-5', 'ncl_lr1e-4=ncl', 'ncl_lr3e-4=ncl,lr=3e-4',   # 5e-5: where DAS's points fall
            'das_s0.5=das,strength=0.5', 'das_s1=das', 'das_s2=das,strength=2.0']
 
 
