@@ -419,11 +419,11 @@ def _headline(K, eq, others=None) -> str | None:
     return None
 
 def curve_shape(tradeoff: dict, curve: str = 'ncl', metric: str = 'general_forgetting') -> str | None:
-    "'convex' / 'concave' / 'straight' when the curve's slopes (forgetting per unit of adaptation) rise / fall / neither; None below 3 points."
+    "'convex' / 'concave' / 'mixed' when the curve's slopes (forgetting per unit of adaptation) all rise / all fall / neither; None below 3 points."
     pts = sorted((c['knowledge']['adaptation']['mean'], c['knowledge'][metric]['mean']) for c in tradeoff['configs'].values() if c['method'] == curve)
     if len(pts) < 3: return None
     sl = [(f2 - f1) / (a2 - a1) for (a1, f1), (a2, f2) in zip(pts, pts[1:]) if a2 > a1]
-    return ('convex' if all(x < y for x, y in zip(sl, sl[1:])) else 'concave' if all(x > y for x, y in zip(sl, sl[1:])) else 'straight')
+    return ('convex' if all(x < y for x, y in zip(sl, sl[1:])) else 'concave' if all(x > y for x, y in zip(sl, sl[1:])) else 'mixed')
 
 def conclusion(results: dict, # {method: results} of the report (current_results)
                tradeoff: dict | None = None, # benchmarks/results/tradeoff.json, or None
@@ -447,13 +447,13 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                        f"{_word(d['domain_forgetting'])} domain knowledge ({_pm(d['domain_forgetting'])}), while it adapts "
                        f"{_word(d['adaptation'], 'less', 'more', 'as much')} ({kd_['adaptation']['mean']:.4f} vs {K[ref]['adaptation']['mean']:.4f} nats, "
                        f"{_pct(kd_['adaptation']['mean'], K[ref]['adaptation']['mean'])}).")
-    on_curve = bool(tradeoff) and 'das_s1' in tradeoff.get('configs', {})
+    C = (tradeoff or {}).get('configs', {})
+    on_curve = 'das_s1' in C
     FM = ('general_forgetting', 'domain_forgetting')
-    das_cfg = sorted((n for n, c in tradeoff['configs'].items() if c['method'] == 'das'), key=lambda n: -tradeoff['configs'][n]['knowledge']['adaptation']['mean']) if on_curve else []
+    das_cfg = sorted((n for n, c in C.items() if c['method'] == 'das'), key=lambda n: -C[n]['knowledge']['adaptation']['mean']) if on_curve else []
     eqs = {n: {m: at_equal_adaptation(tradeoff, n, 'ncl', m) for m in FM} for n in das_cfg}
     eq = eqs.get('das_s1', {})
     if on_curve:
-        C = tradeoff['configs']
         ncl_a = sorted(c['knowledge']['adaptation']['mean'] for c in C.values() if c['method'] == 'ncl')
         head = (f"- **At equal adaptation** (first two domains, NCL over its learning rate: adaptation {ncl_a[0]:.4f} to {ncl_a[-1]:.4f} nats; "
                 f"DAS at its default strength adapts {C['das_s1']['knowledge']['adaptation']['mean']:.4f}): ") if ncl_a else '- **At equal adaptation**: '
