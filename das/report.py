@@ -485,9 +485,13 @@ def conclusion(results: dict, # {method: results} of the report (current_results
     abl = [m for m in results if m.startswith('das_') and full(m) and full('das')]
     if abl:
         ds = {m: knowledge_vs(results[m], results['das'], G) for m in abl}
-        parts = [f"{m} {_pm(ds[m]['final_loss_all'])} nats ({_word(ds[m]['final_loss_all'], 'better than DAS', 'costs knowledge', 'within 2 SE of DAS')})" for m in
-                 sorted(abl, key=lambda m: -ds[m]['final_loss_all']['mean'])]
-        out.append("- **Ablations** (final held-out loss over the domains and the general corpus, ablation - DAS): " + '; '.join(parts) + '.')
+        w = lambda d: _word(d, 'less', 'more', 'within 2 SE')
+        parts = [f"{m} adapts {_pm(ds[m]['adaptation'])} ({w(ds[m]['adaptation'])}), forgets general {_pm(ds[m]['general_forgetting'])} "
+                 f"({w(ds[m]['general_forgetting'])}) and domain knowledge {_pm(ds[m]['domain_forgetting'])} ({w(ds[m]['domain_forgetting'])}), "
+                 f"final held-out loss {_pm(ds[m]['final_loss_all'])} ({_word(ds[m]['final_loss_all'], 'better than DAS', 'costs knowledge', 'within 2 SE of DAS')})"
+                 for m in sorted(abl, key=lambda m: -ds[m]['general_forgetting']['mean'])]
+        out.append("- **Ablations** (ablation - DAS in nats, paired over held-out blocks; the final held-out loss is over the domains and "
+                   "the general corpus): " + '; '.join(parts) + '.')
         if 'das_gradmask' in ds:
             g = ds['das_gradmask']
             line = (f"- **The reference code's mask** (das_gradmask: gradients scaled before AdamW), das_gradmask - DAS: adaptation "
