@@ -128,6 +128,8 @@ def _verdict(d: dict, want: str) -> str:
     if abs(d['mean']) <= 2 * d['se']: return 'no (within noise)'
     return 'yes' if (d['mean'] < 0) == (want == '<0') else 'no'
 
+_LAB = {'ncl': 'NCL', 'kd': 'KD', 'ewc': 'EWC', 'derpp': 'DER++', 'replay': 'replay'}   # baselines as the paper names them
+
 def _pm(d, digits=4): return f"{d['mean']:+.{digits}f} +- {d['se']:.{digits}f}"
 
 def knowledge_claims(results: dict) -> list:
@@ -147,13 +149,13 @@ def knowledge_claims(results: dict) -> list:
         add('DAS adapts at least 80% as much as NCL', 'yes (DAS learns the domains: Table 1)',
             f"adaptation {ka:.4f} vs {kn:.4f} ({ka / kn:.0%} of NCL); DAS - 0.8 NCL {_pm(r)}" if kn else f"adaptation {ka:.4f} vs {kn:.4f}",
             _verdict(r, '>0') if r['mean'] > 0 or abs(r['mean']) <= 2 * r['se'] else 'no')
-    for ref in ('replay', 'kd'):
+    for ref in ('replay', 'kd', 'ewc', 'derpp'):
         if ok(ref):
             d = knowledge_vs(das, results[ref], G)
             g, a = d['general_forgetting'], d['adaptation']
             v = _verdict(g, '<0')
             if v == 'yes' and a['mean'] < -2 * a['se']: v = 'not at equal adaptation (DAS adapts less)'
-            add(f'DAS forgets less general knowledge than {ref} at equal adaptation', 'not reported' if ref == 'replay' else 'yes (Table 1: DAS > KD)',
+            add(f'DAS forgets less general knowledge than {ref} at equal adaptation', 'not reported' if ref == 'replay' else f"yes (Table 1: DAS > {_LAB[ref]})",
                 f"DAS - {ref}: general forgetting {_pm(g)}, adaptation {_pm(a)}", v)
     for m in sorted(results):
         if m.startswith('das_') and ok(m):
@@ -438,10 +440,10 @@ def conclusion(results: dict, # {method: results} of the report (current_results
     nd = len(results['das']['order']) if 'das' in results else 0
     if full('das'):
         kd_ = K['das']
-        for ref in ('ncl', 'kd', 'replay'):
+        for ref in ('ncl', 'ewc', 'kd', 'derpp', 'replay'):
             if not full(ref): continue
             d = knowledge_vs(results['das'], results[ref], G)
-            lab = {'ncl': 'NCL', 'kd': 'KD'}.get(ref, ref)
+            lab = _LAB[ref]
             out.append(f"- **DAS vs {lab}** ({nd}-domain run, paired over held-out blocks): "
                        f"DAS forgets {_word(d['general_forgetting'])} general knowledge (DAS - {lab} {_pm(d['general_forgetting'])} nats) and "
                        f"{_word(d['domain_forgetting'])} domain knowledge ({_pm(d['domain_forgetting'])}), while it adapts "
