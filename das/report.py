@@ -449,6 +449,13 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                        f"{_word(d['domain_forgetting'])} domain knowledge ({_pm(d['domain_forgetting'])}), while it adapts "
                        f"{_word(d['adaptation'], 'less', 'more', 'as much')} ({kd_['adaptation']['mean']:.4f} vs {K[ref]['adaptation']['mean']:.4f} nats, "
                        f"{_pct(kd_['adaptation']['mean'], K[ref]['adaptation']['mean'])}).")
+        dv = {m: knowledge_vs(results[m], results['das'], G) for m in results if m != 'das' and full(m)}   # method - DAS
+        up, down = (lambda d: d['mean'] > 2 * d['se']), (lambda d: d['mean'] < -2 * d['se'])
+        better = [m for m, d in dv.items() if up(d['adaptation']) and down(d['general_forgetting']) and down(d['domain_forgetting'])]
+        worse = [m for m, d in dv.items() if down(d['adaptation']) and up(d['general_forgetting']) and up(d['domain_forgetting'])]
+        if dv: out.append("- **Better or worse than DAS on all three at once** (paired, each beyond 2 SE): adapt more and forget less "
+                          f"general and less domain knowledge: {', '.join(better) or 'none'}; adapt less and forget more of both: "
+                          f"{', '.join(worse) or 'none'}.")
     C = (tradeoff or {}).get('configs', {})
     on_curve = 'das_s1' in C
     FM = ('general_forgetting', 'domain_forgetting')
