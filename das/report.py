@@ -450,9 +450,9 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                        f"{_word(d['adaptation'], 'less', 'more', 'as much')} ({kd_['adaptation']['mean']:.4f} vs {K[ref]['adaptation']['mean']:.4f} nats, "
                        f"{_pct(kd_['adaptation']['mean'], K[ref]['adaptation']['mean'])}).")
         dv = {m: knowledge_vs(results[m], results['das'], G) for m in results if m != 'das' and full(m)}   # method - DAS
-        up, down = (lambda d: d['mean'] > 2 * d['se']), (lambda d: d['mean'] < -2 * d['se'])
-        better = [m for m, d in dv.items() if up(d['adaptation']) and down(d['general_forgetting']) and down(d['domain_forgetting'])]
-        worse = [m for m, d in dv.items() if down(d['adaptation']) and up(d['general_forgetting']) and up(d['domain_forgetting'])]
+        axes = lambda d: tuple(_word(d[k]) for k in ('adaptation', 'general_forgetting', 'domain_forgetting'))
+        better = [m for m, d in dv.items() if axes(d) == ('more', 'less', 'less')]
+        worse = [m for m, d in dv.items() if axes(d) == ('less', 'more', 'more')]
         if dv: out.append("- **Better or worse than DAS on all three at once** (paired, each beyond 2 SE): adapt more and forget less "
                           f"general and less domain knowledge: {', '.join(better) or 'none'}; adapt less and forget more of both: "
                           f"{', '.join(worse) or 'none'}.")
@@ -493,7 +493,7 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                    + (f"{'DAS' if d > 0 else 'NCL'} scores higher, beyond the probe seeds' spread." if apart else "within the probe seeds' spread, so the end tasks do not tell DAS and NCL apart."))
     abl = [m for m in results if m.startswith('das_') and full(m) and full('das')]
     if abl:
-        ds = {m: knowledge_vs(results[m], results['das'], G) for m in abl}
+        ds = {m: dv[m] for m in abl}                    # method - DAS, computed above
         w = lambda d: _word(d, 'less', 'more', 'within 2 SE')
         parts = [f"{m} adapts {_pm(ds[m]['adaptation'])} ({w(ds[m]['adaptation'])}), forgets general {_pm(ds[m]['general_forgetting'])} "
                  f"({w(ds[m]['general_forgetting'])}) and domain knowledge {_pm(ds[m]['domain_forgetting'])} ({w(ds[m]['domain_forgetting'])}), "
