@@ -16,7 +16,7 @@ __all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'IMPORTANCE_FILES', 'ROLE', 'l
            'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
            'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown',
            'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown', 'current_results',
-           'at_equal_adaptation', 'curve_shape', 'conclusion']
+           'at_equal_adaptation', 'curve_shape', 'warmup_tail', 'conclusion']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -427,11 +427,22 @@ def curve_shape(tradeoff: dict, curve: str = 'ncl', metric: str = 'general_forge
     sl = [(f2 - f1) / (a2 - a1) for (a1, f1), (a2, f2) in zip(pts, pts[1:]) if a2 > a1]
     return ('convex' if all(x < y for x, y in zip(sl, sl[1:])) else 'concave' if all(x > y for x, y in zip(sl, sl[1:])) else 'mixed')
 
+def warmup_tail(history, # the warm-up's curve, metrics/warmup_history.csv as a DataFrame (step, loss, split)
+                frac: float = 0.25) -> dict | None: # the last fraction of its steps to look at
+    "How much the warm-up's held-out general loss still fell over its last `frac` of steps: {'step0', 'loss0', 'step1', 'loss1', 'drop'}."
+    h = history[history['split'] == 'heldout'].sort_values('step')
+    if len(h) < 2: return None
+    end = h.iloc[-1]; before = h[h['step'] <= end['step'] * (1 - frac)]
+    start = before.iloc[-1] if len(before) else h.iloc[0]
+    return {'step0': int(start['step']), 'loss0': float(start['loss']), 'step1': int(end['step']), 'loss1': float(end['loss']),
+            'drop': float(start['loss'] - end['loss'])}
+
 def conclusion(results: dict, # {method: results} of the report (current_results)
                tradeoff: dict | None = None, # benchmarks/results/tradeoff.json, or None
                protected: dict | None = None, # protected_share of DAS's last accumulated importance, or None
                missing=(), # methods without results in git
-               stale=()) -> str: # methods whose results predate the code labels (left out)
+               stale=(), # methods whose results predate the code labels (left out)
+               warmup: dict | None = None) -> str: # warmup_tail of the warm-up's curve, or None
     "The study's answer in plain words, every number computed from the data: markdown."
     G, out = general_row(results), []
     K = {m: method_knowledge(r, G) for m, r in results.items()} if G is not None else {}
@@ -511,6 +522,18 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                 line += (f"; das_gradmask - NCL: adaptation {_pm(n['adaptation'])}, general forgetting {_pm(n['general_forgetting'])}"
                          + (": the inert mask trains like NCL" if like else ''))
             out.append(line + '.')
+    gp = (K.get('pool') or {}).get('general_forgetting')
+    if gp and _word(gp) == 'less':                   # Pool ends below the general LM on general text
+        line = (f"- **Pool ends below the general LM on general text** (its general forgetting {_pm(gp)} nats, one model trained on all "
+                f"{nd or len(results['pool']['order'])} domains at once)")
+        if warmup and warmup['drop'] > 0:
+            line += (f": the warm-up stopped while its held-out general loss was still falling ({warmup['loss0']:.4f} at step {warmup['step0']}, "
+                     f"{warmup['loss1']:.4f} at step {warmup['step1']}: -{warmup['drop']:.4f} nats over its last quarter), so the general LM "
+                     "was not converged and MLM training on broad text can still improve it; every sequential method's general forgetting "
+                     "is measured from this unconverged start")
+        elif warmup:
+            line += ": the warm-up's held-out general loss had stopped falling, so an unconverged general LM does not explain it"
+        out.append(line + '.')
     cl = knowledge_claims(results) + claims(results)
     if cl:
         yes = [c['claim'] for c in cl if c['reproduced'] == 'yes']

@@ -92,8 +92,16 @@ def repo(tmp_path_factory):
     return commit_repo(r, 'smoke_model/\n')
 
 
-def test_repro_status_noop_and_selective_rerun(repo):
+@pytest.fixture(scope='module')
+def studied(repo):
+    "The toy study run once (`dvc repro`) and committed; returns what `dvc repro` printed. Any test can start from it."
     out = sh(repo, 'dvc', 'repro')
+    sh(repo, 'git', 'add', '-A'); sh(repo, 'git', 'commit', '-qm', 'study')
+    return out
+
+
+def test_repro_status_noop_and_selective_rerun(repo, studied):
+    out = studied
     stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'ncl', 'das')}
     assert ran(out) == stages | QUICK, out[-2000:]
     for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
@@ -113,7 +121,6 @@ def test_repro_status_noop_and_selective_rerun(repo):
     assert 'up to date' in sh(repo, 'dvc', 'status')
     again = sh(repo, 'dvc', 'repro')
     assert ran(again) == set(), again[-2000:]                                 # a second repro does nothing
-    sh(repo, 'git', 'add', '-A'); sh(repo, 'git', 'commit', '-qm', 'study')
 
     p = yaml.safe_load((repo/'params.yaml').read_text())
     p['methods']['das']['lam'] = 0.5                                          # one method's parameter
@@ -129,13 +136,13 @@ def test_repro_status_noop_and_selective_rerun(repo):
     sh(repo, 'git', 'add', '-A'); sh(repo, 'git', 'commit', '-qm', 'lam')
 
 
-def test_exp_run_set_param(repo):
+def test_exp_run_set_param(repo, studied):
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
     assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report', 'docs', 'evaluate_quick@base', 'evaluate_quick@das', 'report_quick'}, out[-2000:]
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
 
 
-def test_report_rebuilds_from_git_alone(repo, tmp_path):
+def test_report_rebuilds_from_git_alone(repo, studied, tmp_path):
     "A fresh clone has no models and no DVC cache: the A matrices and importance tensors in git are all the report needs."
     assert not (ROOT/'results'/'eval'/'.gitignore').exists() and not (repo/'results'/'eval'/'.gitignore').exists()
     c = tmp_path/'clone'; sh(tmp_path, 'git', 'clone', '-q', str(repo), str(c))
