@@ -5,7 +5,7 @@ masks as the study's evaluation (up to 128 blocks, mask seeds 0 and 1).
     python benchmarks/prompt_start.py [--run models/runs/prompt] [--max-blocks 128] [--out benchmarks/results/prompt_start.json]
 
 Needs the prompt run's checkpoints (`dvc repro train@prompt`). Prints, per corpus, each condition minus the no-prompt LM
-(nats per token, mean over blocks, paired SE over blocks); writes them as JSON. No DVC stage depends on it.
+(nats per token, paired SE over blocks: das.evaluate.paired_difference); writes them as JSON. No DVC stage depends on it.
 """
 from __future__ import annotations
 import argparse, json, sys, time
@@ -14,24 +14,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, heldout_blocks, score, study_params  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
 
-from das.cl_plugins import SoftPrompt  # noqa: E402
+from das.cl_plugins import SoftPrompt, load_with_plugins  # noqa: E402
 from das.core import DasError, atomic_write  # noqa: E402
+from das.evaluate import paired_difference  # noqa: E402
 from das.model import load_mlm  # noqa: E402
 
 
-def per_block(s: dict) -> np.ndarray:
-    "Loss per token of each block, averaged over the mask seeds (mlm_block_losses output)."
-    return (np.asarray(s['loss_sum']) / np.asarray(s['n'])).mean(0)
-
-
-def paired(a: np.ndarray, b: np.ndarray) -> dict:
-    "mean and SE over blocks of a - b."
-    d = a - b
-    return {'mean': float(d.mean()), 'se': float(d.std(ddof=1) / np.sqrt(len(d)))}
+def minus(a: dict, b: dict) -> dict:
+    "{'mean', 'se'}: held-out loss A - B per token, paired on the same blocks and masks (das.evaluate.paired_difference)."
+    d = paired_difference(a, b)
+    return {'mean': float(d['diff']), 'se': float(d['se'])}
 
 
 def main(argv=None):
@@ -44,23 +38,22 @@ def main(argv=None):
     if not (run/'run.json').exists():
         raise DasError(f"no prompt run at {run}", "run `dvc repro train@prompt` first (the checkpoints are not in git)")
     P = study_params(); seeds, n = P['evaluate']['mlm_seeds'], P['methods']['prompt']['length']
-    torch.manual_seed(0); torch.set_num_threads(P['base'].get('num_threads') or 2)
+    torch.set_num_threads(P['base'].get('num_threads') or 2)
     t0 = time.time()
     model, tok = load_mlm(ROOT/'models'/'general', verbose=False); model.eval()
     cks = sorted(p for p in run.iterdir() if p.is_dir() and (p/'prompt.safetensors').exists())
     order = [c.name.split('-', 1)[1] for c in cks]
     blocks = heldout_blocks(tok, order + ['general'], P['continual']['max_len'])
-    lm = {c: per_block(v) for c, v in score(model, blocks, tok, seeds, a.max_blocks).items()}
-    sp = SoftPrompt(model, n, seed=P['base'].get('seed', 0)).attach(model)   # the prompt as DapPrompt.before_run builds it
-    start = {c: per_block(v) for c, v in score(model, blocks, tok, seeds, a.max_blocks).items()}
+    lm = score(model, blocks, tok, seeds, a.max_blocks)
+    SoftPrompt(model, n, seed=P['base'].get('seed', 0)).attach(model)   # the prompt as DapPrompt.before_run builds it
+    start = score(model, blocks, tok, seeds, a.max_blocks)
     out = {'seeds': seeds, 'max_blocks': a.max_blocks, 'prompt_length': n,
-           'general_lm': {c: float(v.mean()) for c, v in lm.items()},
-           'untrained_minus_lm': {c: paired(start[c], lm[c]) for c in lm}, 'trained_minus_lm': {}}
-    for ck, dom in zip(cks, order):                 # each checkpoint's prompt on its own domain and on general text
-        with torch.no_grad(): sp.prompt.copy_(load_file(str(ck/'prompt.safetensors'))['prompt'])
-        sc = score(model, {c: blocks[c] for c in (dom, 'general')}, tok, seeds, a.max_blocks)
-        out['trained_minus_lm'][ck.name] = {c: paired(per_block(v), lm[c]) for c, v in sc.items()}
-    sp.detach()
+           'general_lm': {c: float(sum(map(sum, v['loss_sum'])) / sum(map(sum, v['n']))) for c, v in lm.items()},
+           'untrained_minus_lm': {c: minus(start[c], lm[c]) for c in lm}, 'trained_minus_lm': {}}
+    for ck, dom in zip(cks, order):                 # each checkpoint (frozen LM + its trained prompt) on its domain and on general text
+        trained = load_with_plugins(ck, verbose=False)[0].eval()
+        sc = score(trained, {c: blocks[c] for c in (dom, 'general')}, tok, seeds, a.max_blocks)
+        out['trained_minus_lm'][ck.name] = {c: minus(v, lm[c]) for c, v in sc.items()}
     out['seconds'] = round(time.time() - t0, 1)
     fmt = lambda d: f"{d['mean']:+.4f} +- {d['se']:.4f}"
     print(f"prompt of {n} vectors on the frozen general LM; held-out loss minus the LM's without a prompt (nats/token, paired over blocks)")
