@@ -36,3 +36,15 @@ def test_method_params_layer_overrides_on_params_yaml():
     p = study_params()
     assert method_params('das', {'strength': 2.0}, p) == {**p['methods']['das'], 'strength': 2.0}
     assert method_params('not_in_params', {'k': 1}, p) == {'k': 1}
+
+
+def test_hat_masks_redraws_the_task_embedding_hat_started_from():
+    "benchmarks/hat_masks.py counts the units whose mask changed state against e_t as TaskMasks.start drew it."
+    import torch
+    from hat_masks import start_embedding
+    from das.cl_plugins import TaskMasks
+    shapes = {'head': (2, 4), 'intermediate': (2, 8), 'output': (2, 6)}
+    m = TaskMasks(shapes); m.start('d', steps=5, seed=1003)
+    e0 = start_embedding(shapes, 1003)
+    assert list(e0) == list(m.e) and all(torch.equal(e0[k], m.e[k].detach()) for k in shapes)
+    assert not torch.equal(start_embedding(shapes, 1004)['head'], e0['head'])
