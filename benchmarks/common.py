@@ -71,3 +71,10 @@ def score(model, blocks: dict, tok, seeds, max_blocks=None) -> dict:
     from das.model import load_mlm
     if not hasattr(model, 'forward'): model = load_mlm(model, verbose=False)[0]
     return {cor: mlm_block_losses(model, bl, tok, seeds=seeds, max_blocks=max_blocks) for cor, bl in blocks.items()}
+
+
+def minus(a: dict, b: dict) -> dict:
+    "{'mean', 'se'}: held-out loss A - B per token, paired on the same blocks and masks (das.evaluate.paired_difference)."
+    from das.evaluate import paired_difference
+    d = paired_difference(a, b)
+    return {'mean': float(d['diff']), 'se': float(d['se'])}

@@ -12,20 +12,13 @@ import argparse, json, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, heldout_blocks, score, study_params  # noqa: E402
+from common import ROOT, heldout_blocks, minus, score, study_params  # noqa: E402
 
 import torch  # noqa: E402
 
 from das.cl_plugins import SoftPrompt, load_with_plugins  # noqa: E402
 from das.core import DasError, atomic_write  # noqa: E402
-from das.evaluate import paired_difference  # noqa: E402
 from das.model import load_mlm  # noqa: E402
-
-
-def minus(a: dict, b: dict) -> dict:
-    "{'mean', 'se'}: held-out loss A - B per token, paired on the same blocks and masks (das.evaluate.paired_difference)."
-    d = paired_difference(a, b)
-    return {'mean': float(d['diff']), 'se': float(d['se'])}
 
 
 def main(argv=None):

@@ -48,3 +48,12 @@ def test_hat_masks_redraws_the_task_embedding_hat_started_from():
     e0 = start_embedding(shapes, 1003)
     assert list(e0) == list(m.e) and all(torch.equal(e0[k], m.e[k].detach()) for k in shapes)
     assert not torch.equal(start_embedding(shapes, 1004)['head'], e0['head'])
+
+
+def test_minus_is_the_paired_difference_per_token():
+    "common.minus: A - B per masked token over the same blocks; a shift equal on every token has SE 0."
+    from common import minus
+    a = {'loss_sum': [[4.0, 6.0]], 'n': [[2, 3]]}; b = {'loss_sum': [[2.0, 3.0]], 'n': [[2, 3]]}
+    assert minus(a, b)['mean'] == pytest.approx(1.0)
+    assert minus(b, {'loss_sum': [[1.0, 1.5]], 'n': [[2, 3]]}) == {'mean': pytest.approx(0.5), 'se': pytest.approx(0.0)}
+    with pytest.raises(DasError, match='same blocks'): minus(a, {'loss_sum': [[1.0]], 'n': [[1]]})
