@@ -5,7 +5,7 @@ Import it from a script in this folder as `from common import ...` (the scripts 
 folder on sys.path). It is not part of the package and no DVC stage depends on it.
 """
 from __future__ import annotations
-import dataclasses, sys
+import argparse, dataclasses, sys
 from pathlib import Path
 
 import yaml
@@ -78,3 +78,19 @@ def minus(a: dict, b: dict) -> dict:
     from das.evaluate import paired_difference
     d = paired_difference(a, b)
     return {'mean': float(d['diff']), 'se': float(d['se'])}
+
+
+def checkpoint_args(doc: str, method: str, out: str, argv=None) -> tuple:
+    "(args, run folder, params.yaml) of a script scoring one method's checkpoints (--run, --max-blocks, --out), torch on the study's threads."
+    import torch
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument('--run', default=f'models/runs/{method}')
+    ap.add_argument('--max-blocks', type=int, default=128)
+    ap.add_argument('--out', default=out)
+    a = ap.parse_args(argv)
+    run = ROOT/a.run
+    if not (run/'run.json').exists():
+        raise DasError(f"no {method} run at {run}", f"run `dvc repro train@{method}` first (the checkpoints are not in git)")
+    p = study_params()
+    torch.set_num_threads(p['base'].get('num_threads') or 2)
+    return a, run, p

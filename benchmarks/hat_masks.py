@@ -12,38 +12,29 @@ it), and held-out loss differences (nats per token, paired SE over blocks: das.e
 them as JSON. No DVC stage depends on it.
 """
 from __future__ import annotations
-import argparse, json, sys, time
+import math, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, heldout_blocks, minus, score, study_params  # noqa: E402
+from common import ROOT, checkpoint_args, heldout_blocks, minus, score  # noqa: E402
 
-import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from das.cl_plugins import TaskMasks, load_with_plugins  # noqa: E402
-from das.core import DasError, atomic_write, load_json  # noqa: E402
+from das.core import load_json, save_json  # noqa: E402
 from das.gates import unit_shapes  # noqa: E402
 from das.model import load_mlm  # noqa: E402
 
 
 def start_embedding(shapes: dict, seed: int) -> dict:
-    "The task embedding e_t as TaskMasks.start draws it: N(0, 1) from a generator seeded with `seed`, kinds in `shapes` order."
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(*s, generator=g) for k, s in shapes.items()}
+    "The task embedding e_t a domain started from: TaskMasks.start's draw with `seed`."
+    m = TaskMasks(shapes); m.start('start', steps=1, seed=seed)
+    return {k: v.detach() for k, v in m.e.items()}
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--run', default='models/runs/hat')
-    ap.add_argument('--max-blocks', type=int, default=128)
-    ap.add_argument('--out', default='benchmarks/results/hat_masks.json')
-    a = ap.parse_args(argv)
-    run = ROOT/a.run
-    if not (run/'run.json').exists():
-        raise DasError(f"no HAT run at {run}", "run `dvc repro train@hat` first (the checkpoints are not in git)")
-    P = study_params(); seeds = P['evaluate']['mlm_seeds']; seed = P['base'].get('seed', 0)
-    torch.set_num_threads(P['base'].get('num_threads') or 2)
+    a, run, P = checkpoint_args(__doc__, 'hat', 'benchmarks/results/hat_masks.json', argv)
+    seeds, seed = P['evaluate']['mlm_seeds'], P['base'].get('seed', 0)
     t0 = time.time()
     cks = sorted(p for p in run.iterdir() if p.is_dir() and (p/'hat.safetensors').exists())
     last = cks[-1]; meta = load_json(last/'plugin.json'); order = meta['domains']
@@ -53,7 +44,7 @@ def main(argv=None):
     shapes = unit_shapes(general)
     masks = TaskMasks(shapes, meta['params']['smax']).load(load_file(str(last/'hat.safetensors')), order)
     out = {'checkpoint': str(last.relative_to(ROOT)), 'seeds': seeds, 'max_blocks': a.max_blocks, 'smax': masks.smax,
-           'units': {k: int(torch.tensor(s).prod()) for k, s in shapes.items()}, 'domains': {}}
+           'units': {k: math.prod(s) for k, s in shapes.items()}, 'domains': {}}
     for t, dom in enumerate(order):                 # each domain's mask against the embedding it started from
         m, e0 = masks.of(dom), start_embedding(shapes, seed * 1000 + t)
         e1 = masks.emb[dom]
@@ -81,8 +72,7 @@ def main(argv=None):
         print(f"{dom:>12}: off {pct(d['off'])} (at start {pct(d['off_at_start'])}, flipped {pct(d['flipped'])}, "
               f"max |e - e0| {max(d['max_move'].values()):.2f}); masked: own {fmt(r[dom])}, general {fmt(r['general'])}")
     print(f"accumulated mask on: {pct(out['accumulated_on'])}; {out['seconds']} s")
-    Path(ROOT/a.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(ROOT/a.out, 'w') as f: json.dump(out, f, indent=1)
+    save_json(out, ROOT/a.out)
 
 
 if __name__ == '__main__': main()

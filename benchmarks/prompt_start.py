@@ -8,30 +8,21 @@ Needs the prompt run's checkpoints (`dvc repro train@prompt`). Prints, per corpu
 (nats per token, paired SE over blocks: das.evaluate.paired_difference); writes them as JSON. No DVC stage depends on it.
 """
 from __future__ import annotations
-import argparse, json, sys, time
+import sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, heldout_blocks, minus, score, study_params  # noqa: E402
+from common import ROOT, checkpoint_args, heldout_blocks, minus, score  # noqa: E402
 
-import torch  # noqa: E402
 
 from das.cl_plugins import SoftPrompt, load_with_plugins  # noqa: E402
-from das.core import DasError, atomic_write  # noqa: E402
+from das.core import save_json  # noqa: E402
 from das.model import load_mlm  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--run', default='models/runs/prompt')
-    ap.add_argument('--max-blocks', type=int, default=128)
-    ap.add_argument('--out', default='benchmarks/results/prompt_start.json')
-    a = ap.parse_args(argv)
-    run = ROOT/a.run
-    if not (run/'run.json').exists():
-        raise DasError(f"no prompt run at {run}", "run `dvc repro train@prompt` first (the checkpoints are not in git)")
-    P = study_params(); seeds, n = P['evaluate']['mlm_seeds'], P['methods']['prompt']['length']
-    torch.set_num_threads(P['base'].get('num_threads') or 2)
+    a, run, P = checkpoint_args(__doc__, 'prompt', 'benchmarks/results/prompt_start.json', argv)
+    seeds, n = P['evaluate']['mlm_seeds'], P['methods']['prompt']['length']
     t0 = time.time()
     model, tok = load_mlm(ROOT/'models'/'general', verbose=False); model.eval()
     cks = sorted(p for p in run.iterdir() if p.is_dir() and (p/'prompt.safetensors').exists())
@@ -54,8 +45,7 @@ def main(argv=None):
         u, t = out['untrained_minus_lm'], out['trained_minus_lm'][ck.name]
         print(f"{ck.name:>14}: own domain untrained {fmt(u[dom])}, trained {fmt(t[dom])}; general untrained {fmt(u['general'])}, trained {fmt(t['general'])}")
     print(f"{out['seconds']} s")
-    Path(ROOT/a.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(ROOT/a.out, 'w') as f: json.dump(out, f, indent=1)
+    save_json(out, ROOT/a.out)
 
 
 if __name__ == '__main__': main()
