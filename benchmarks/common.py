@@ -66,10 +66,10 @@ def heldout_blocks(tok, corpora, max_len: int) -> dict:
 
 
 def score(model, blocks: dict, tok, seeds, max_blocks=None) -> dict:
-    "Per-block held-out MLM losses of `model` (a model or its folder) on every corpus of `blocks` (das.evaluate.mlm_block_losses)."
+    "Per-block held-out MLM (decoder: next-token) losses of `model` (a model or its folder) on every corpus of `blocks` (das.evaluate.mlm_block_losses)."
     from das.evaluate import mlm_block_losses
-    from das.model import load_mlm
-    if not hasattr(model, 'forward'): model = load_mlm(model, verbose=False)[0]
+    from das.model import load_lm
+    if not hasattr(model, 'forward'): model = load_lm(model, verbose=False)[0]   # a masked LM or a decoder
     return {cor: mlm_block_losses(model, bl, tok, seeds=seeds, max_blocks=max_blocks) for cor, bl in blocks.items()}
 
 

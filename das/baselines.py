@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from .core import DasError, load_json, save_json
-from .model import encode, encoder_of, head_of, mlm_loss
+from .model import encode, encoder_of, head_of, mlm_loss, predicting, targets_at
 from datasets import concatenate_datasets
 from .continual import DapConfig, Method, make_method, register, run_continual
 
@@ -137,7 +137,7 @@ class KD(Method):
 
     def distill(self, model, batch, hidden):
         "The weighted KD term for a batch whose MLM rows' last hidden states are `hidden`."
-        sel = batch['labels'] != -100
+        sel = predicting(model, batch['labels'])          # masked LM: the masked positions; causal LM: every predicting position
         with torch.no_grad():
             th = encode(self.teacher, batch['input_ids'], batch.get('attention_mask'))
             tl = head_of(self.teacher)(th[sel])
@@ -227,7 +227,7 @@ class DERPP(Method):
         if not keep: return
         rows = list(keep.values())
         lab = batch['labels'][rows]
-        sel = lab != -100
+        sel = predicting(model, lab)
         with torch.no_grad(): z = head_of(model)(hidden.detach()[rows][sel]).to(torch.float16).cpu()
         am = batch.get('attention_mask')
         am = torch.ones_like(batch['input_ids']) if am is None else am
@@ -239,12 +239,12 @@ class DERPP(Method):
         "(MSE of current vs stored logits, CE of current logits vs labels) at the masked positions of buffer `rows`."
         dev = next(model.parameters()).device
         ids, lab, am = (torch.stack([r[k] for r in rows]).long().to(dev) for k in ('input_ids', 'labels', 'attention_mask'))
-        sel = lab != -100
+        sel = predicting(model, lab)
         h = encode(model, ids, am)
         if not sel.any(): z = h.sum() * 0.0; return z, z
         z = head_of(model)(h[sel]).float()
         old = torch.cat([r['logits'] for r in rows]).to(dev).float()
-        return F.mse_loss(z, old), F.cross_entropy(z, lab[sel])
+        return F.mse_loss(z, old), F.cross_entropy(z, targets_at(model, lab))
 
     def extra_loss(self, model, batch, out):
         loss = out['hidden'].new_zeros(())

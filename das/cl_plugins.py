@@ -119,6 +119,7 @@ def _meta(method, folder, **extra):
 class DapAdapter(Method):
     "DAP-Adapter: bottleneck adapters beside every sublayer are trained, the LM stays frozen; one adapter set for all domains."
     name = 'adapter'
+    families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
     defaults = dict(size=64) # bottleneck units r per adapter
 
     def check(self):
@@ -217,6 +218,7 @@ class SoftPrompt(nn.Module):
 class DapPrompt(Method):
     "DAP-Prompt: N soft prompt vectors before the input are trained, the LM stays frozen; one prompt for all domains."
     name = 'prompt'
+    families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
     defaults = dict(length=50) # prompt tokens N
 
     def check(self):
@@ -343,6 +345,7 @@ def _hat_before_run(m, run):
 class HAT(Method):
     "HAT: per-domain near-binary masks on the LM's units; the updates of units claimed by earlier domains are blocked."
     name, eval_scope = 'hat', 'task'     # end tasks are scored with their domain's mask
+    families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
     defaults = dict(smax=400.0, # final slope s_max of sigmoid(s e) (Serra et al.: 400)
                     c=0.75, # weight of the sparsity regularizer (Serra et al.: 0.75)
                     emb_lr=0.01) # Adam learning rate of the task embeddings
@@ -400,6 +403,7 @@ def adapter_block_pairs(stack: AdapterStack, # the adapters
 class CPT(Method):
     "CPT: adapters on a frozen LM, their units masked per domain by HAT (the CL-plugin of Ke et al. 2022)."
     name, eval_scope = 'cpt', 'task'
+    families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
     defaults = dict(size=64, # bottleneck units r per adapter
                     smax=400.0, c=0.75, emb_lr=0.01) # HAT's settings (see `hat`)
 

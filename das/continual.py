@@ -11,7 +11,8 @@ import torch
 from datasets import concatenate_datasets
 from .core import DasError, atomic_dir, load_json, save_json
 from .data import get_domain, load_corpus
-from .model import chunk_texts, check_mlm_dir, load_mlm, tiny_mlm, save_mlm
+from .family import MODEL_TYPES, is_causal
+from .model import chunk_texts, check_model_dir, load_lm, load_mlm, tiny_mlm, save_mlm
 from .gates import unit_shapes
 from .importance import (accumulate, load_importance, random_importance,
                          save_importance)
@@ -64,7 +65,8 @@ def domain_blocks(tokenizer, # the model's tokenizer
                   n_blocks: int, # blocks wanted (fewer if the corpus is smaller)
                   max_len: int = 128, # block length
                   seed: int = 0, # seed of the document order
-                  corpus=load_corpus): # name -> list of documents (tests pass their own)
+                  corpus=load_corpus, # name -> list of documents (tests pass their own)
+                  causal: bool | None = None): # blocks for a causal LM (None: from the tokenizer, see chunk_texts)
     "Training blocks of `max_len` tokens from the domains' corpora, documents in seeded order, tokenized only as needed."
     names = [domains] if isinstance(domains, str) else list(domains)
     per = -(-n_blocks // len(names))
@@ -76,9 +78,9 @@ def domain_blocks(tokenizer, # the model's tokenizer
         for j in order:
             take.append(docs[j]); n_tok += len(docs[j]) // 3     # ~4 characters per token; refined by chunking below
             if n_tok >= 1.3 * need and len(take) % 32 == 0:
-                b = chunk_texts(tokenizer, take, max_len)
+                b = chunk_texts(tokenizer, take, max_len, causal=causal)
                 if len(b) >= per: break
-        b = chunk_texts(tokenizer, take, max_len)
+        b = chunk_texts(tokenizer, take, max_len, causal=causal)
         parts.append(b.select(range(min(per, len(b)))))
     out = concatenate_datasets(parts)
     return out.shuffle(seed=seed) if len(parts) > 1 else out
@@ -98,6 +100,7 @@ class Method:
     eval_scope = 'all'     # 'own': a checkpoint is evaluated on its own domains only (ONE: one model per domain);
                            # 'task': each end task is scored with its domain's ID (HAT, CPT, ELLE: das.cl_plugins.load_with_plugins)
     defaults: dict = {}    # the method's own parameters and their defaults
+    families = None        # model families it runs on (das.family names; None: every family)
 
     def __init__(self, **params):
         bad = sorted(set(params) - set(self.defaults))
@@ -154,14 +157,15 @@ class Run:
 
     def blocks(self, domains, n_blocks, seed_offset=0):
         "Training blocks of `domains` (see `domain_blocks`)."
-        return domain_blocks(self.tokenizer, domains, n_blocks, self.cfg.max_len, self.cfg.seed + seed_offset, self.corpus)
+        return domain_blocks(self.tokenizer, domains, n_blocks, self.cfg.max_len, self.cfg.seed + seed_offset, self.corpus,
+                             is_causal(self.model))
 
     def sample_loader(self, domains, seed_offset=1000):
         "Batches of an importance sample of `domains` (`importance_batches` x `batch_size` blocks, masked)."
         c = self.cfg
         n = c.importance_batches * c.batch_size
         return block_loader(self.blocks(domains, n, seed_offset), self.tokenizer.mask_token_id, self.model.config.vocab_size,
-                            n, c.batch_size, c.seed + seed_offset, c.mlm_probability, self.accelerator)
+                            n, c.batch_size, c.seed + seed_offset, c.mlm_probability, self.accelerator, causal=is_causal(self.model))
 
     def importance(self, domains, loss, **kw):
         "Importance of `domains`' sample under `loss` ('kl' or 'mlm'), over all processes."
@@ -200,11 +204,16 @@ def run_continual(method, # a Method, or a registered name
     cfg = cfg if isinstance(cfg, DapConfig) else DapConfig.from_dict(cfg)
     cfg.check()
     order = check_order(order, corpus)
-    check_mlm_dir(model_dir)
+    mt = check_model_dir(model_dir)
+    fam = MODEL_TYPES[mt]
+    if method.families is not None and fam.name not in method.families:
+        raise DasError(f"method {getattr(method, 'label', method.name)!r} ({method.name}) does not run on {mt} models (the {fam.name} family)",
+                       f"use it with a model of the families {', '.join(method.families)}, or choose a method that runs on every family "
+                       "(ncl, one, pool, replay, kd, ewc, derpp, das and its ablations)")
     if accelerator is None:
         from accelerate import Accelerator
         accelerator = Accelerator(cpu=not torch.cuda.is_available())   # cpu=True: gloo processes under `accelerate launch` on a machine without GPUs
-    model, tok = load_mlm(model_dir, verbose=False, seed=cfg.seed)
+    model, tok = load_lm(model_dir, verbose=False, seed=cfg.seed)
     if general_importance is not None and Path(general_importance).exists():
         load_importance(general_importance, model)                     # refuses a file of another model, now
     out_dir = Path(out_dir)
@@ -222,7 +231,7 @@ def run_continual(method, # a Method, or a registered name
         done = ck/'done.json'
         if done.exists() and load_json(done).get('fingerprint') == fp:      # resume: this stage is complete
             if method.trains:
-                saved = load_mlm(ck, verbose=False, seed=cfg.seed)[0]
+                saved = load_lm(ck, verbose=False, seed=cfg.seed)[0]
                 if unit_shapes(saved) == unit_shapes(model): model.load_state_dict(saved.state_dict())
                 else: model = run.model = saved                           # the method grew the model (ELLE)
             method.load_state(ck, run)
@@ -321,7 +330,7 @@ class DAS(Method):
         if self.params['importance'] == 'random':
             return random_importance(unit_shapes(run.model), seed=run.cfg.seed * 1000 + run.t + 1)
         kw = dict(grad_views=self.params['grad_views'], n_positions=self.params['n_positions']) if loss == 'kl' else {}
-        return run.importance(self.params['general_corpus'] if loss == 'kl' else run.domains, loss, **kw)
+        return run.importance(self.params['general_corpus'] if loss == 'kl' else run.domains, loss, **kw)   # 'lm': MLM or next-token loss
 
     def before_run(self, run):
         self.acc, self.parts, self.last = None, [], None
@@ -345,7 +354,7 @@ class DAS(Method):
         return kw
 
     def after_domain(self, run):
-        self.last = self._imp(run, 'mlm')
+        self.last = self._imp(run, 'lm')
         self.acc = self.last if self.acc is None else accumulate(self.acc, self.last)
         self.parts = self.parts + [run.label]
 

@@ -14,6 +14,7 @@ from datasets import Dataset
 from transformers import get_linear_schedule_with_warmup
 from tqdm.auto import tqdm
 from .core import DasError, set_seed
+from .family import family_of, is_causal
 from .model import chunk_texts, encode, mlm_loss_from_hidden
 from .gates import UnitGates, unit_shapes
 from .importance import compute_importance, normalize, unmasked_ids
@@ -66,14 +67,15 @@ class BlockStream(TorchDataset):
         return {'input_ids': self.ids[i], 'special_tokens_mask': self.special[i], 'key': k}
 
 class BlockCollator:
-    "Stack rows of a BlockStream and mask them with `mask_rows`."
-    def __init__(self, mask_id: int, vocab_size: int, mlm_probability: float = 0.15, seed: int = 0):
+    "Stack rows of a BlockStream and mask them with `mask_rows` (a causal LM: no masks, every next token a target)."
+    def __init__(self, mask_id: int | None, vocab_size: int, mlm_probability: float = 0.15, seed: int = 0, causal: bool = False):
         if not 0 < mlm_probability < 1: raise DasError(f"mlm_probability={mlm_probability} is not in (0, 1)", "use e.g. 0.15")
-        self.mask_id, self.vocab_size, self.p, self.seed = mask_id, vocab_size, mlm_probability, seed
+        self.mask_id, self.vocab_size, self.p, self.seed, self.causal = mask_id, vocab_size, mlm_probability, seed, causal
     def __call__(self, rows):
         ids = torch.as_tensor(np.stack([r['input_ids'] for r in rows]))
-        special = torch.as_tensor(np.stack([r['special_tokens_mask'] for r in rows]))
         keys = torch.tensor([r['key'] for r in rows])
+        if self.causal: return {'input_ids': ids, 'labels': ids.clone(), 'attention_mask': torch.ones_like(ids), 'key': keys}
+        special = torch.as_tensor(np.stack([r['special_tokens_mask'] for r in rows]))
         masked, labels = mask_rows(ids, special, keys, self.mask_id, self.vocab_size, self.p, self.seed)
         return {'input_ids': masked, 'labels': labels, 'attention_mask': torch.ones_like(ids), 'key': keys}
 
@@ -86,7 +88,8 @@ def block_loader(blocks, # Dataset from chunk_texts
                  seed: int = 0, # seed of order and masks
                  mlm_probability: float = 0.15, # share of masked tokens
                  accelerator=None, # if given, the loader is prepared (sharded) by it
-                 shuffle: bool = True): # seeded order (False: blocks in order)
+                 shuffle: bool = True, # seeded order (False: blocks in order)
+                 causal: bool = False): # batches for a causal LM (no masks; labels = input_ids)
     "DataLoader of masked batches over a seeded stream of blocks; sharded by `accelerator` if given."
     world = 1 if accelerator is None else accelerator.num_processes
     if batch_size < 1 or batch_size % world:
@@ -95,7 +98,7 @@ def block_loader(blocks, # Dataset from chunk_texts
     if n_rows == 0: raise DasError(f"fewer rows ({n_rows}) than one batch of {batch_size}", "ask for more rows or a smaller batch")
     per = batch_size if accelerator is None or accelerator.split_batches else batch_size // world
     dl = DataLoader(BlockStream(blocks, n_rows, seed, shuffle), batch_size=per, shuffle=False,
-                    collate_fn=BlockCollator(mask_id, vocab_size, mlm_probability, seed))
+                    collate_fn=BlockCollator(mask_id, vocab_size, mlm_probability, seed, causal))
     return dl if accelerator is None else accelerator.prepare_data_loader(dl)
 
 # %% ../nbs/07_dap.ipynb
@@ -115,7 +118,7 @@ def _row_gates(part, sizes):
     return {k: torch.cat([(torch.ones_like(ref[k]) if v is None else v[k].float()).expand(s, *ref[k].shape)
                           for v, s in zip(vals, sizes)]) for k in ref}
 
-def _views(net, gates, importance, rows):
+def _views(net, gates, importance, rows, hook_dropout=0.0):
     "Run `rows` [(name, input, attention mask, gate values or None, grad)] in one call per grad setting; {name: hidden}."
     out = {}
     for grad in (True, False):
@@ -124,7 +127,11 @@ def _views(net, gates, importance, rows):
         sizes = [r[1].shape[0] for r in part]
         g = _row_gates(part, sizes)
         ctx = contextlib.nullcontext() if g is None else gates.gated(g)
-        with torch.set_grad_enabled(grad), ctx:
+        if hook_dropout:       # a model without dropout of its own: every view but the LM pass gets dropout at the hook points
+            drop = torch.cat([torch.full((s,), r[0] != 'mlm') for r, s in zip(part, sizes)])
+            ctx2 = gates.dropping(hook_dropout, drop)
+        else: ctx2 = contextlib.nullcontext()
+        with torch.set_grad_enabled(grad), ctx, ctx2:
             h = net(torch.cat([r[1] for r in part]), torch.cat([r[2] for r in part]))
         out.update(zip([r[0] for r in part], h.split(sizes)))
     return out
@@ -143,6 +150,7 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
              contrast_rows: int | None = None, # global rows that enter the contrast (None: all; the first rows of each shard)
              anchor_gates: dict | None = None, # gates of the anchor and positive views (None: full model; the domain-specific ablation: 1 - I)
              views: str = 'original', # the contrast's input: 'original' text (the paper) or the 'masked' MLM input (its pass is the anchor)
+             hook_dropout: float = 0.0, # dropout at the hook points for the views other than the LM pass (decoders without dropout)
             ) -> dict:
     "Loss of one DAP step ('loss', to backward), its global parts ('mlm', 'contrast', 'accuracy', 'n_masked') and 'hidden'."
     masked, labels = batch['input_ids'], batch['labels']
@@ -158,13 +166,15 @@ def dap_loss(net: nn.Module, # Encoder(model), possibly wrapped by accelerate fo
     if views not in ('original', 'masked'): raise DasError(f"views={views!r}", "use 'original' (the paper) or 'masked'")
     if views == 'masked' and anchor_gates is not None:
         raise DasError("views='masked' takes the MLM pass as the anchor, which cannot be gated", "use views='original' with anchor_gates")
+    if hook_dropout and gates is None: raise DasError("hook dropout needs gates on the model", "pass gates=UnitGates(model)")
     ids, amc = (unmasked_ids(batch) if views == 'original' else masked)[:k], am[:k]
+    shared = views == 'masked' or (is_causal(model) and anchor_gates is None)   # a decoder reads the original text: its LM pass is the anchor
     rows = [('mlm', masked, am, None, True)]                  # (name, input, attention mask, gates, with gradient)
-    if contrast and views == 'original': rows.append(('anchor', ids, amc, anchor_gates, True))
+    if contrast and not shared: rows.append(('anchor', ids, amc, anchor_gates, True))
     if contrast: rows.append(('positive', ids, amc, anchor_gates, positive_grad))
     if use_neg: rows.append(('negative', ids, amc, importance, negative_grad))
-    h = _views(net, gates, importance, rows)
-    if contrast and views == 'masked': h['anchor'] = h['mlm'][:k]
+    h = _views(net, gates, importance, rows, hook_dropout)
+    if contrast and shared: h['anchor'] = h['mlm'][:k]
     mlm, n_correct, n = mlm_loss_from_hidden(model, h['mlm'], labels)
     tot = torch.tensor([float(mlm.detach()) * n, n, n_correct], dtype=torch.float64, device=masked.device)
     if world > 1: tot = accelerator.reduce(tot, 'sum')
@@ -239,6 +249,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
                  contrast_rows: int | None = None, # rows of each batch that enter the contrast (None: all; see dap_loss)
                  anchor_gates: dict | None = None, # gates of the anchor/positive views (None: full model; see dap_loss)
                  views: str = 'original', # the contrast's input: 'original' (the paper) or 'masked' (see dap_loss)
+                 hook_dropout: float | None = None, # dropout at the unit hook points for the contrast's views (None: 0.1 for a family without dropout, Llama; else 0)
                  mlm_probability: float = 0.15, # share of masked tokens
                  weight_decay: float = 0.0, # AdamW weight decay on the parameters that are not soft-masked
                  max_grad_norm: float | None = None, # gradient clipping (None: none)
@@ -261,7 +272,9 @@ def train_domain(model: nn.Module, # masked LM, trained in place
     world, rank = accelerator.num_processes, accelerator.process_index
     if batch_size % world: raise DasError(f"batch_size={batch_size} does not split over {world} processes",
                                           f"use a multiple of {world}")
-    blocks = texts if isinstance(texts, Dataset) else chunk_texts(tokenizer, texts, max_len)
+    causal = is_causal(model)
+    blocks = texts if isinstance(texts, Dataset) else chunk_texts(tokenizer, texts, max_len, causal=causal)
+    if hook_dropout is None: hook_dropout = 0.1 if contrast and family_of(model).dropout is None else 0.0   # the Llama family
     set_seed(seed); torch.manual_seed(seed + rank)
     masked_ids = {id(p) for p, _ in pairs} if form == 'grad' else set()     # the gradient form: no decay on masked slices
     params = [p for p in model.parameters() if p.requires_grad]
@@ -270,25 +283,26 @@ def train_domain(model: nn.Module, # masked LM, trained in place
     opt = torch.optim.AdamW([g for g in groups if g['params']], lr=lr)
     sched = get_linear_schedule_with_warmup(opt, int(warmup_ratio * steps), steps)
     dl = block_loader(blocks, tokenizer.mask_token_id, model.config.vocab_size, steps * batch_size, batch_size,
-                      seed, mlm_probability, accelerator, shuffle)
+                      seed, mlm_probability, accelerator, shuffle, causal)
     net, opt = accelerator.prepare(Encoder(model), opt)
     if mask_strength != 1.0: sm_imp = {k: (v.float() * mask_strength).clamp(0, 1) for k, v in importance.items()} if importance is not None else None
     else: sm_imp = importance
     masks = [SoftMask(model, sm_imp, form).attach(opt)] if importance is not None and form else []   # on the prepared device
     masks += [m for m in (p.attach_optimizer(opt) for p in plugins if hasattr(p, 'attach_optimizer')) if m is not None]
-    gates = UnitGates(model) if contrast and (importance is not None or anchor_gates is not None) else None
+    gates = UnitGates(model) if contrast and (importance is not None or anchor_gates is not None or hook_dropout) else None
     hist = {'step': [], 'loss': [], 'mlm': [], 'accuracy': [], 'contrast': [], 'lr': [], 'seconds': 0.0, 'tokens_seen': 0,
             'config': dict(steps=steps, batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, lam=lam, tau=tau, seed=seed,
                            softmask=form if importance is not None else None, mask_strength=mask_strength, contrast=contrast, negatives=contrast and importance is not None,
                            anchor_gated=anchor_gates is not None, views=views,
                            positive_grad=positive_grad, negative_grad=negative_grad, contrast_rows=contrast_rows,
                            processes=world, n_blocks=len(blocks))}
+    if causal: hist['config'].update(causal=True, hook_dropout=hook_dropout)
     t0 = time.perf_counter(); model.train()
     try:
         bar = tqdm(dl, total=steps, desc=desc, disable=not (progress and accelerator.is_main_process))
         for step, batch in enumerate(bar, 1):
             out = dap_loss(net, model, batch, gates, importance, lam, tau, contrast, positive_grad, negative_grad, accelerator,
-                           contrast_rows, anchor_gates, views)
+                           contrast_rows, anchor_gates, views, hook_dropout)
             loss = out['loss']
             for p in plugins:
                 if hasattr(p, 'extra_loss'): loss = loss + p.extra_loss(model, batch, out)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 from .core import DasError
+from .family import is_causal
 from .model import chunk_texts, encode, encoder_of, evaluate_mlm
 from .contrast import pool
 
@@ -246,6 +247,7 @@ def finetune(model, # masked LM checkpoint (left unchanged: a copy is trained)
              score_dev: bool = False, # also score the task's 'dev' split with the fine-tuned model (result['dev'])
              ) -> dict:
     "Fine-tune a copy of the encoder plus a linear classifier on mean-pooled output; {'macro_f1', 'accuracy'} on test."
+    if is_causal(model): raise DasError("the paper's fine-tuning protocol is written for masked-LM encoders", "evaluate a decoder with protocol='probe'")
     if score_dev and 'dev' not in task: raise DasError("score_dev=True but the task has no 'dev' split", "add a dev split, or pass score_dev=False")
     C = check_task(task)
     if epochs < 1 or batch_size < 1: raise DasError(f"epochs={epochs}, batch_size={batch_size} must be >= 1", "pass positive values")
@@ -316,8 +318,8 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
     if mlm_seeds is not None and not mlm_seeds: raise DasError("mlm_seeds is empty", "pass e.g. mlm_seeds=(0, 1), or None")
     t0, out = time.time(), {'tasks': {}, 'mlm': {}}
     if mlm_seeds is not None: out['mlm_blocks'] = {}
-    blocks = {c: chunk_texts(tokenizer, corpus_data[c] if c in corpus_data else load_corpus(c, 'heldout'), mlm_max_len)
-              for c in corpora}                                                     # refuses a too-small corpus up front
+    blocks = {c: chunk_texts(tokenizer, corpus_data[c] if c in corpus_data else load_corpus(c, 'heldout'), mlm_max_len,
+                             causal=is_causal(model)) for c in corpora}                                                     # refuses a too-small corpus up front
     for n, d in data.items():
         t1 = time.time()
         tr = d['train'].select(stratified_subset(list(d['train']['label']), max_train))
@@ -359,6 +361,27 @@ def evaluate_model(model, # masked LM checkpoint (not modified)
 
 # %% ../nbs/08_evaluate.ipynb
 @torch.no_grad()
+def _causal_block_losses(model, dataset, n_rows, n_seeds, batch_size):
+    "A decoder's per-block next-token loss: no masks, so every seed gives the same numbers (one pass, repeated per seed)."
+    from das.model import head_of
+    out = {k: np.zeros(n_rows) for k in ('loss_sum', 'correct', 'n')}
+    was = model.training; model.eval()
+    batch_size = min(batch_size, 8)          # a decoder's vocabulary logits are large: (8, T, 49k) floats at a time
+    try:
+        for i in range(0, n_rows, batch_size):
+            ids = torch.as_tensor(dataset[i:min(i + batch_size, n_rows)]['input_ids'])
+            h = encode(model, ids, torch.ones_like(ids))[:, :-1]
+            logits = head_of(model)(h).float()
+            y = ids[:, 1:]
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction='none').view(y.shape).double()
+            out['loss_sum'][i:i + len(ids)] = loss.sum(1).numpy()
+            out['correct'][i:i + len(ids)] = (logits.argmax(-1) == y).sum(1).double().numpy()
+            out['n'][i:i + len(ids)] = y.shape[1]
+    finally: model.train(was)
+    return {k: np.repeat(v[None], n_seeds, 0) for k, v in out.items()}
+
+# %% ../nbs/08_evaluate.ipynb
+@torch.no_grad()
 def mlm_block_losses(model, # masked LM
                      dataset, # Dataset from chunk_texts (held-out blocks)
                      tokenizer, # its tokenizer
@@ -366,12 +389,13 @@ def mlm_block_losses(model, # masked LM
                      batch_size: int = 64, # blocks per forward pass (does not change the masks)
                      max_blocks: int | None = None, # the first blocks only (None: all)
                      mlm_probability: float = 0.15): # share of tokens masked
-    "Per mask seed and block: summed MLM loss, correct predictions and masked tokens, as (seeds, blocks) arrays."
+    "Per mask seed and block: summed MLM loss, correct predictions and masked tokens, as (seeds, blocks) arrays (a decoder: next-token loss)."
     from das.model import _MASK_CHUNK, head_of, mlm_collator
     n_rows = len(dataset) if max_blocks is None else min(len(dataset), max_blocks)
     if n_rows == 0: raise DasError("the evaluation dataset is empty", "pass held-out text that fills at least one block")
     seeds = list(seeds)
     if not seeds: raise DasError("no mask seeds", "pass at least one seed, e.g. seeds=(0, 1, 2)")
+    if is_causal(model): return _causal_block_losses(model, dataset, n_rows, len(seeds), batch_size)
     out = {k: np.zeros((len(seeds), n_rows)) for k in ('loss_sum', 'correct', 'n')}
     was = model.training; model.eval()
     try:

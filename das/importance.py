@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .core import DasError, atomic_write
+from .family import family_of, is_causal
 from .gates import KINDS, UnitGates, unit_shapes
 from .model import encode, head_of
 
 # %% auto 0
-__all__ = ['unmasked_ids', 'proxy_kl_loss', 'mlm_example_loss', 'compute_importance', 'normalize', 'accumulate',
-           'random_importance', 'model_fingerprint', 'save_importance', 'load_importance']
+__all__ = ['unmasked_ids', 'proxy_kl_loss', 'mlm_example_loss', 'lm_example_loss', 'compute_importance', 'normalize',
+           'accumulate', 'random_importance', 'model_fingerprint', 'save_importance', 'load_importance']
 
 # %% ../nbs/04_importance.ipynb
 def unmasked_ids(batch: dict): # collated batch: input_ids, optional labels (-100 = not a target)
@@ -71,6 +72,17 @@ def mlm_example_loss(model, # masked LM
     tot = torch.zeros(labels.shape[0], dtype=ce.dtype).index_add(0, rows, ce)
     return tot / sel.sum(1).clamp_min(1)
 
+def lm_example_loss(model, # masked or causal LM
+                    batch: dict): # collated batch (masked: masked input_ids + labels; causal: input_ids, labels optional)
+    "Per-example loss (B,) of the model's own LM objective: `mlm_example_loss` for a masked LM, mean next-token cross-entropy for a causal LM."
+    if not is_causal(model): return mlm_example_loss(model, batch)
+    ids = batch['input_ids']; labels = batch.get('labels', ids)
+    h = encode(model, ids, batch.get('attention_mask'))[:, :-1]
+    y = labels[:, 1:]; sel = y != -100                      # position t predicts token t+1
+    ce = F.cross_entropy(head_of(model)(h[sel]).float(), y[sel], reduction='none')
+    tot = torch.zeros(ids.shape[0], dtype=ce.dtype).index_add(0, sel.nonzero()[:, 0], ce)
+    return tot / sel.sum(1).clamp_min(1)
+
 # %% ../nbs/04_importance.ipynb
 def _check_mlm_batch(batch):
     if 'labels' not in batch:
@@ -80,9 +92,9 @@ def _check_mlm_batch(batch):
         raise DasError("every MLM target is visible in input_ids (unmasked input with MLM labels, the reference code's bug)",
                        "pass the collator's masked input_ids, not the original ones")
 
-def compute_importance(model, # masked LM (BERT or RoBERTa family)
+def compute_importance(model, # masked or causal LM of a supported family (das.family)
                        batches, # iterable of collated batches (dicts of tensors)
-                       loss: str = 'kl', # 'kl': dropout proxy (general knowledge); 'mlm': masked-LM loss (a domain)
+                       loss: str = 'kl', # 'kl': dropout proxy (general knowledge); 'lm': the model's own LM loss (a domain; 'mlm' for a masked LM)
                        n_positions: int | None = 16, # kl: positions sampled per example (None: all)
                        target: str = 'logits', # kl: 'logits' (vocabulary) or 'hidden' (last hidden state)
                        grad_views: int = 1, # kl: passes the gradient flows through (1: the other is a no-grad reference; 2: both)
@@ -91,20 +103,25 @@ def compute_importance(model, # masked LM (BERT or RoBERTa family)
                        dropout: bool | None = None, # None: on for kl, off for mlm
                        normalized: bool = True, # apply `normalize` (False: the raw mean |gradient|)
                        stats: dict | None = None, # if given, filled with n_examples, n_tokens, seconds, loss
+                       hook_dropout: float | None = None, # kl: dropout at the unit hook points (None: 0.1 for a family without dropout of its own, Llama; else 0)
                       ) -> dict:
     "Importance {kind: (layers, units)} of every unit: mean over examples of |dL_n/dg_u|, normalized per layer."
-    if loss not in ('kl', 'mlm'): raise DasError(f"unknown importance loss {loss!r}", "use 'kl' (general) or 'mlm' (domain)")
+    if loss not in ('kl', 'mlm', 'lm'): raise DasError(f"unknown importance loss {loss!r}", "use 'kl' (general) or 'lm' (domain; 'mlm' on a masked LM)")
+    causal = is_causal(model)
+    if loss == 'mlm' and causal: raise DasError("a causal LM has no masked-LM loss", "use loss='lm' (its next-token loss)")
+    if loss == 'lm' and not causal: loss = 'mlm'
     if dropout is None: dropout = loss == 'kl'
     if loss == 'kl' and not dropout:
         raise DasError("the KL proxy with dropout off is identically 0 (the reference code's eval-mode bug)",
                        "leave dropout=None or True for loss='kl'")
+    if hook_dropout is None: hook_dropout = 0.1 if loss == 'kl' and family_of(model).dropout is None else 0.0   # the Llama family
     gates, was_training = UnitGates(model), model.training
     acc = {k: torch.zeros(s) for k, s in gates.shapes.items()}
     n = n_tok = 0; lsum = 0.0; t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed + 1)
     try:
         model.train(dropout)
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), gates.dropping(hook_dropout):
             torch.manual_seed(seed)
             for batch in batches:
                 if max_examples is not None and n >= max_examples: break
@@ -113,7 +130,12 @@ def compute_importance(model, # masked LM (BERT or RoBERTa family)
                 B = batch['input_ids'].shape[0]
                 if loss == 'mlm': _check_mlm_batch(batch)
                 with gates.track(batch_size=B, repeat=2 if loss == 'kl' and grad_views == 2 else 1):
-                    if loss == 'kl': per_ex, keep = proxy_kl_loss(model, batch, n_positions, target, gen, grad_views), torch.ones(B, dtype=torch.bool)
+                    if loss == 'kl':
+                        per_ex, keep = proxy_kl_loss(model, batch, n_positions, target, gen, grad_views), torch.ones(B, dtype=torch.bool)
+                        if not bool((per_ex.detach() != 0).any()):
+                            raise DasError("the two dropout views of the proxy KL are identical (KL exactly 0): the model has no active dropout",
+                                           "set hook_dropout > 0 (dropout at the unit hook points), or use a model with dropout in train mode")
+                    elif loss == 'lm': per_ex, keep = lm_example_loss(model, batch), (batch['labels'][:, 1:] != -100).any(1) if 'labels' in batch else torch.ones(B, dtype=torch.bool)
                     else: per_ex, keep = mlm_example_loss(model, batch), (batch['labels'] != -100).any(1)
                     grads = torch.autograd.grad(per_ex.sum(), [gates.tracked[k] for k in KINDS], allow_unused=True)
                 for k, gk in zip(KINDS, grads):
@@ -171,11 +193,13 @@ def random_importance(shapes: dict, # {kind: (layers, units)}, e.g. `unit_shapes
 
 # %% ../nbs/04_importance.ipynb
 _ARCH_KEYS = ('model_type', 'vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size')
+_DECODER_KEYS = ('num_key_value_heads', 'head_dim', 'n_inner')   # decoders only: the masked LMs' hashes stay as they were
 
-def model_fingerprint(model) -> dict: # a BERT/RoBERTa model
+def model_fingerprint(model) -> dict: # a model of a supported family
     "Name and architecture hash of `model` (weights are not part of it)."
     c = model.config
     arch = {k: getattr(c, k, None) for k in _ARCH_KEYS}
+    if is_causal(model): arch.update({k: getattr(c, k, None) for k in _DECODER_KEYS})
     h = hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
     return {'name': str(getattr(c, 'name_or_path', '') or ''), 'config_hash': h, 'arch': arch}
 

@@ -16,11 +16,12 @@ from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertF
 from transformers.utils import logging as hf_logging
 from tqdm.auto import tqdm
 from .core import DasError, atomic_dir, save_json, set_seed
+from .family import MODEL_TYPES, family_of, is_causal, supported
 
 # %% auto 0
-__all__ = ['MLM_FAMILIES', 'check_mlm_dir', 'load_mlm', 'tiny_mlm', 'tiny_tokenizer', 'encoder_of', 'head_of', 'encode',
-           'mlm_loss_from_hidden', 'mlm_loss', 'chunk_texts', 'mlm_collator', 'evaluate_mlm', 'save_mlm',
-           'param_groups', 'warmup']
+__all__ = ['MLM_FAMILIES', 'check_mlm_dir', 'load_mlm', 'check_model_dir', 'load_lm', 'tiny_mlm', 'tiny_tokenizer', 'encoder_of',
+           'head_of', 'encode', 'mlm_loss_from_hidden', 'predicting', 'targets_at', 'mlm_loss', 'chunk_texts',
+           'mlm_collator', 'evaluate_mlm', 'save_mlm', 'causal_collate', 'param_groups', 'warmup']
 
 # %% ../nbs/02_model.ipynb
 MLM_FAMILIES = {'bert': 'bert', 'roberta': 'roberta'}  # config.model_type -> attribute holding the encoder
@@ -79,6 +80,45 @@ def load_mlm(path, # local checkpoint folder (BERT or RoBERTa family)
     return model, tok
 
 # %% ../nbs/02_model.ipynb
+_CAUSAL_TOKENIZER = (('tokenizer.json',), ('tokenizer.model',), ('vocab.json', 'merges.txt'))
+
+def check_model_dir(path) -> str:
+    "Check that `path` is a local checkpoint folder of a supported family (masked or causal LM); return its model_type."
+    path = Path(path)
+    fix = f"point the model path at a local checkpoint folder of a supported family ({supported()})"
+    cfg = path/'config.json'
+    if not path.is_dir() or not cfg.exists(): return check_mlm_dir(path)       # the same messages as for a masked LM
+    try: mt = json.loads(cfg.read_text(encoding='utf-8')).get('model_type')
+    except (json.JSONDecodeError, UnicodeDecodeError): return check_mlm_dir(path)
+    if mt in MLM_FAMILIES: return check_mlm_dir(path)
+    if mt not in MODEL_TYPES: raise DasError(f"{path} holds a model of type {mt!r}, which is not supported", fix)
+    if not any((path/w).exists() for w in _WEIGHTS):
+        raise DasError(f"{path} has no weights file (looked for {', '.join(_WEIGHTS)})", "copy the checkpoint's model.safetensors into the folder, or re-fetch it")
+    if not any(all((path/f).exists() for f in opt) for opt in _CAUSAL_TOKENIZER):
+        raise DasError(f"{path} has no tokenizer files", "copy the tokenizer files of the checkpoint into the folder")
+    return mt
+
+def load_lm(path, # local checkpoint folder of a supported family
+            dropout: float | None = None, # masked LM: as load_mlm; GPT-2: resid/embd/attn dropout (the Llama family has none)
+            verbose: bool = True, # print which weights were newly initialised
+            seed: int = 0): # seed of weights the checkpoint lacks
+    "Load a masked or causal LM and its tokenizer from a local folder, offline; returns (model, tokenizer)."
+    mt = check_model_dir(path)
+    if mt in MLM_FAMILIES: return load_mlm(path, dropout=dropout, verbose=verbose, seed=seed)
+    from transformers import AutoModelForCausalLM
+    kw = {} if dropout is None or mt != 'gpt2' else dict(resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    with _quiet_transformers():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, info = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, output_loading_info=True, **kw)
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    new = sorted(info['missing_keys'])
+    model.das_loading_info = {'newly_initialised': new, 'unused': sorted(info['unexpected_keys'])}
+    if verbose and new: print(f"load_lm: {len(new)} weights not in the checkpoint were newly initialised: {', '.join(new)}")
+    return model.eval(), tok
+
+# %% ../nbs/02_model.ipynb
 def tiny_mlm(family: str = 'bert', # 'bert' or 'roberta'
              vocab_size: int = 100, # vocabulary size
              hidden: int = 32, # hidden size
@@ -113,7 +153,10 @@ def encoder_of(model):
     "The encoder of a masked LM (model.bert or model.roberta)."
     for name in MLM_FAMILIES.values():
         if hasattr(model, name): return getattr(model, name)
-    raise DasError(f"{type(model).__name__} has no .bert or .roberta encoder", "use a BertForMaskedLM or RobertaForMaskedLM")
+    if getattr(getattr(model, 'config', None), 'model_type', None) in MODEL_TYPES and is_causal(model):
+        return model.base_model                       # a decoder's backbone (LlamaModel, GPT2Model): last hidden states
+    raise DasError(f"{type(model).__name__} has no .bert or .roberta encoder and is no supported decoder",
+                   f"use a model of a supported family: {supported()}")
 
 def head_of(model):
     "The MLM head of a masked LM (model.cls or model.lm_head)."
@@ -132,7 +175,8 @@ def encode(model, # masked LM
 def mlm_loss_from_hidden(model, # masked LM
                          hidden, # (batch, seq, hidden) encoder output
                          labels): # (batch, seq) target ids, -100 where not masked
-    "Mean cross-entropy over masked positions, with vocabulary logits only there; returns (loss, n_correct, n_masked)."
+    "Mean cross-entropy over the targets (masked LM: masked positions; causal LM: the next token), logits only there: (loss, n_correct, n)."
+    if is_causal(model): hidden, labels = hidden[:, :-1], labels[:, 1:]   # position t predicts token t+1
     sel = labels != -100
     n = int(sel.sum())
     if n == 0: return hidden.sum() * 0.0, 0, 0  # no target: zero loss that still belongs to the graph
@@ -140,6 +184,16 @@ def mlm_loss_from_hidden(model, # masked LM
     y = labels[sel]
     loss = F.cross_entropy(logits.float(), y)
     return loss, int((logits.detach().argmax(-1) == y).sum()), n
+
+def predicting(model, # masked or causal LM
+               labels): # (batch, seq) target ids, -100 where none
+    "Bool (batch, seq): the positions whose output predicts a target (masked LM: the targets; causal LM: each target's predecessor)."
+    if not is_causal(model): return labels != -100
+    return F.pad(labels[:, 1:] != -100, (0, 1), value=False)
+
+def targets_at(model, labels):
+    "The target ids in the order of `hidden[predicting(model, labels)]`."
+    return labels[labels != -100] if not is_causal(model) else labels[:, 1:][labels[:, 1:] != -100]
 
 def mlm_loss(model, # masked LM
              batch: dict): # input_ids, attention_mask (optional), labels
@@ -149,14 +203,33 @@ def mlm_loss(model, # masked LM
     return mlm_loss_from_hidden(model, hidden, batch['labels'])
 
 # %% ../nbs/02_model.ipynb
+def _causal_blocks(tokenizer, texts, max_len, batch_size):
+    "A decoder's blocks: documents joined by the end-of-text token, cut into full blocks of `max_len` tokens."
+    sep = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if sep is None: raise DasError("the tokenizer has neither an end-of-text nor a separator token", "use the model's own tokenizer")
+    parts = []
+    for i in range(0, len(texts), batch_size):
+        for ids in tokenizer(texts[i:i+batch_size], add_special_tokens=False, verbose=False)['input_ids']:
+            parts.append(np.asarray(ids + [sep], dtype=np.int64))
+    stream = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    n = len(stream) // max_len
+    if n == 0: raise DasError(f"the texts give {len(stream)} tokens, fewer than one block of {max_len}", "pass more text or a smaller max_len")
+    blocks = stream[:n * max_len].reshape(n, max_len)
+    special = np.isin(blocks, tokenizer.all_special_ids).astype(np.int8)
+    return Dataset.from_dict({'input_ids': blocks.tolist(), 'special_tokens_mask': special.tolist()})
+
+# %% ../nbs/02_model.ipynb
 def chunk_texts(tokenizer, # tokenizer of the model
                 texts, # iterable of strings
                 max_len: int = 128, # block length, special tokens included
                 batch_size: int = 1000, # texts tokenized per call
+                causal: bool | None = None, # blocks for a causal LM (no [CLS]/[SEP] frame; None: when the tokenizer has no CLS token)
                 ) -> Dataset:
     "Tokenize, join with separators and cut into full blocks of `max_len` tokens: a Dataset with input_ids and special_tokens_mask."
     if max_len < 8: raise DasError(f"max_len={max_len} is too short for a masked-LM block", "use max_len >= 8 (the paper uses 164)")
     texts = [t for t in texts if t and t.strip()]
+    if causal is None: causal = tokenizer.cls_token_id is None
+    if causal: return _causal_blocks(tokenizer, texts, max_len, batch_size)
     sep, cls = tokenizer.sep_token_id, tokenizer.cls_token_id
     parts = []
     for i in range(0, len(texts), batch_size):
@@ -197,10 +270,11 @@ def evaluate_mlm(model, # masked LM
                  seed: int = 0, # mask seed: same seed, same masks, same numbers
                  max_batches: int | None = None, # stop after this many batches (None: all)
                  mlm_probability: float = 0.15): # share of tokens masked
-    "Held-out MLM loss and masked-token accuracy with fixed masks: {'loss', 'accuracy', 'n_masked', 'perplexity'}."
+    "Held-out MLM loss and masked-token accuracy with fixed masks (a decoder: next-token loss): {'loss', 'accuracy', 'n_masked', 'perplexity'}."
     if len(dataset) == 0: raise DasError("the evaluation dataset is empty", "pass held-out text that fills at least one block")
     n_rows = len(dataset) if max_batches is None else min(len(dataset), max_batches * batch_size)
-    coll, was_training = mlm_collator(tokenizer, mlm_probability, seed), model.training
+    causal = is_causal(model)
+    coll, was_training = (causal_collate if causal else mlm_collator(tokenizer, mlm_probability, seed)), model.training
     model.eval(); tot, correct, n_all = 0.0, 0, 0
     try:
         for j in range(0, n_rows, _MASK_CHUNK):  # mask a fixed-size chunk of rows, then run it in forward batches
@@ -227,6 +301,11 @@ def save_mlm(model, # masked LM
     return Path(path)
 
 # %% ../nbs/02_model.ipynb
+def causal_collate(rows) -> dict: # [{'input_ids': ...}] rows of equal length (from chunk_texts)
+    "A causal-LM batch: input_ids, labels = input_ids (every next token a target), attention_mask of ones."
+    ids = torch.as_tensor(np.stack([np.asarray(r['input_ids'], dtype=np.int64) for r in rows]))
+    return {'input_ids': ids, 'labels': ids.clone(), 'attention_mask': torch.ones_like(ids)}
+
 def param_groups(model, # masked LM
                  lr_encoder: float, # LR of the encoder (incl. the tied word embeddings)
                  lr_head: float, # LR of the head's own parameters (transform, bias)
@@ -237,9 +316,9 @@ def param_groups(model, # masked LM
     return [{'params': [p for p in ps if id(p) in enc], 'lr': lr_encoder, 'weight_decay': weight_decay, 'name': 'encoder'},
             {'params': [p for p in ps if id(p) not in enc], 'lr': lr_head, 'weight_decay': weight_decay, 'name': 'head'}]
 
-def _blocks(x, tokenizer, max_len):
+def _blocks(x, tokenizer, max_len, causal=None):
     "Chunk a list of texts, or pass through an already chunked Dataset."
-    return x if isinstance(x, Dataset) else chunk_texts(tokenizer, x, max_len)
+    return x if isinstance(x, Dataset) else chunk_texts(tokenizer, x, max_len, causal=causal)
 
 def warmup(model, # masked LM, trained in place
            tokenizer, # its tokenizer
@@ -263,13 +342,14 @@ def warmup(model, # masked LM, trained in place
     "Full-model MLM post-training; returns a history dict of train and held-out loss/accuracy."
     if steps < 1 or batch_size < 1: raise DasError(f"steps={steps}, batch_size={batch_size} must be >= 1", "pass positive values")
     if schedule not in ('linear', 'cosine'): raise DasError(f"unknown schedule {schedule!r}", "use 'linear' or 'cosine'")
-    train = _blocks(train_texts, tokenizer, max_len)
-    held = None if heldout_texts is None else _blocks(heldout_texts, tokenizer, max_len)
+    causal = is_causal(model)
+    train = _blocks(train_texts, tokenizer, max_len, causal)
+    held = None if heldout_texts is None else _blocks(heldout_texts, tokenizer, max_len, causal)
     set_seed(seed)
-    opt = torch.optim.AdamW(param_groups(model, lr_encoder, lr_head, weight_decay))
+    opt = torch.optim.AdamW([g for g in param_groups(model, lr_encoder, lr_head, weight_decay) if g['params']])   # a tied decoder has no head group
     sched = (get_linear_schedule_with_warmup if schedule == 'linear' else get_cosine_schedule_with_warmup)(
         opt, int(warmup_ratio * steps), steps)
-    coll, rng = mlm_collator(tokenizer, mlm_probability, seed), np.random.default_rng(seed)
+    coll, rng = (causal_collate if causal else mlm_collator(tokenizer, mlm_probability, seed)), np.random.default_rng(seed)
     ids = np.asarray(train['input_ids']); stm = np.asarray(train['special_tokens_mask'])
     order, pos = rng.permutation(len(ids)), 0
     hist = {'step': [], 'loss': [], 'accuracy': [], 'lr_encoder': [], 'lr_head': [], 'heldout': [], 'seconds': 0.0,
@@ -292,7 +372,7 @@ def warmup(model, # masked LM, trained in place
         run_l += loss.item() * n; run_c += c; run_n += n; hist['tokens_seen'] += int(batch['input_ids'].numel())
         if step % log_every == 0 or step == steps:
             hist['step'].append(step); hist['loss'].append(run_l / max(run_n, 1)); hist['accuracy'].append(run_c / max(run_n, 1))
-            hist['lr_encoder'].append(opt.param_groups[0]['lr']); hist['lr_head'].append(opt.param_groups[1]['lr'])
+            hist['lr_encoder'].append(opt.param_groups[0]['lr']); hist['lr_head'].append(opt.param_groups[-1]['lr'])
             bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", acc=f"{hist['accuracy'][-1]:.3f}")
             run_l, run_c, run_n = 0.0, 0, 0
         if held is not None and eval_every and step % eval_every == 0 and step != steps: _eval(step); model.train()

@@ -11,12 +11,13 @@ import torch
 from .core import DasError, atomic_dir, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['PAPER', 'PAPER_ROWS', 'START', 'END', 'IMPORTANCE_FILES', 'ROLE', 'load_results', 'forward_transfer_vs_base',
-           'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims', 'run_label',
-           'results_table', 'update_readme', 'main', 'importance_trajectory', 'protected_share', 'cosine_matrix',
-           'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap', 'protocol_markdown',
-           'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown', 'current_results',
-           'at_equal_adaptation', 'curve_shape', 'warmup_tail', 'conclusion']
+__all__ = ['PAPER', 'PAPER_ROWS', 'EQUIVALENCE', 'START', 'END', 'IMPORTANCE_FILES', 'ROLE', 'load_results',
+           'forward_transfer_vs_base', 'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs',
+           'knowledge_claims', 'run_label', 'results_table', 'code_note', 'update_readme', 'main',
+           'importance_trajectory', 'protected_share', 'cosine_matrix', 'export_importance', 'save_figure',
+           'protocol_comparison', 'protocol_gap', 'protocol_markdown', 'settings_table', 'settings_markdown',
+           'cost_table', 'cost_markdown', 'current_results', 'at_equal_adaptation', 'curve_shape', 'warmup_tail',
+           'conclusion']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -193,6 +194,24 @@ def results_table(results: dict, # {method: results}
         out += '\n| claim | the paper | ours | reproduced? |\n|---|---|---|---|\n'
         out += ''.join(f"| {c['claim']} | {c.get('paper', '')} | {c['ours']} | {c['reproduced']} |\n" for c in claims_rows)
     return out
+
+EQUIVALENCE = 'results/code_equivalence.json'   # code versions proven to compute the masked-LM path bit for bit as a pinned one
+
+def code_note(results: dict, # {method: results}
+              path=None) -> str: # the equivalence record (default: EQUIVALENCE at the repo root)
+    "A line naming the code that produced the rows and the later code versions that compute the same numbers on that path."
+    from das.core import root_dir
+    from das.evaluate import code_version
+    codes = sorted({r.get('code') for r in results.values() if r.get('code')})
+    path = Path(path or root_dir()/EQUIVALENCE)
+    eq = json.loads(path.read_text()) if path.exists() else {}
+    now = code_version()
+    line = f"Rows from code {', '.join(f'`{c}`' for c in codes)}; the current code is `{now}`"
+    same = [c for c in codes if now in eq.get(c, {}).get('equivalent', [])]
+    if now in codes: return line + ".\n"
+    if same: return (line + f", which computes the same numbers as {', '.join(f'`{c}`' for c in same)} on the masked-LM path, bit for bit "
+                     f"({eq[same[0]]['test']}: every method on tiny BERT/RoBERTa models, checkpoints and evaluation; {EQUIVALENCE}).\n")
+    return line + ": not proven equivalent (rerun the stages, or pass the pinned test and record it in " + EQUIVALENCE + ").\n"
 
 START, END = '<!-- results:start -->', '<!-- results:end -->'
 

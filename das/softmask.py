@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 from .core import DasError
-from .gates import KINDS, encoder_layers, unit_shapes
+from .family import KINDS, unit_shapes, unit_slices
+from .gates import encoder_layers
 from .model import mlm_loss
 
 # %% auto 0
@@ -30,24 +31,11 @@ def check_importance(importance, # {kind: (layers, units)} accumulated importanc
         if not ((v >= 0) & (v <= 1)).all():
             raise DasError(f"{k} importance has values outside [0, 1]", "normalize it first (das.importance.normalize)")
 
-def softmask_pairs(model: nn.Module, # BERT/RoBERTa model being trained
+def softmask_pairs(model: nn.Module, # model being trained, of any supported family (das.family)
                    importance: dict): # {kind: (layers, units)} accumulated importance in [0, 1]
     "[(parameter, scale)]: every parameter that computes a unit, with 1 - importance broadcastable over it."
     shapes = unit_shapes(model); check_importance(importance, shapes)
-    dh = model.config.hidden_size // shapes['head'][1]
-    pairs = []
-    for l, layer in enumerate(encoder_layers(model)):
-        att = layer.attention
-        if 'head' in importance:
-            s = (1 - importance['head'][l].float()).repeat_interleave(dh)        # (H*dh,)
-            for lin in (att.self.query, att.self.key, att.self.value):
-                pairs += [(lin.weight, s[:, None]), (lin.bias, s)]               # rows
-            pairs.append((att.output.dense.weight, s[None, :]))                 # input columns
-        for kind, lin in (('intermediate', layer.intermediate.dense), ('output', layer.output.dense)):
-            if kind in importance:
-                s = 1 - importance[kind][l].float()
-                pairs += [(lin.weight, s[:, None]), (lin.bias, s)]
-    return [(p, s.to(p.device, p.dtype)) for p, s in pairs if p is not None]
+    return unit_slices(model, {k: 1 - v.float() for k, v in importance.items()})   # the slices of each family: notebook 01a
 
 # %% ../nbs/05_softmask.ipynb
 SOFTMASK_FORMS = ('update', 'grad')

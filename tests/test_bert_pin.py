@@ -12,6 +12,8 @@ from das.evaluate import evaluate_model, toy_task
 from das.model import load_mlm, save_mlm, tiny_mlm, tiny_tokenizer
 
 PIN = Path(__file__).parent/'data'/'bert_pin.json'
+PINNED = '23c79959af'   # the code the digests were recorded with (das.evaluate.code_version): the committed MiniLM study's
+EQUIV = Path(__file__).resolve().parents[1]/'results'/'code_equivalence.json'
 TOY = {'a': [' '.join(f'w{(i * 7 + j) % 30}' for j in range(40)) for i in range(50)],
        'b': [' '.join(f'w{30 + (i + j) % 30}' for j in range(40)) for i in range(50)]}
 TOY['general'] = TOY['a'][:25] + TOY['b'][:25]
@@ -73,6 +75,32 @@ def test_masked_lm_path_is_pinned(tmp_path):
         {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}, indent=1)[:3000]
 
 
+def test_the_current_code_is_recorded_as_equivalent():
+    "Every code version that passes the pin is named in results/code_equivalence.json, which the report quotes beside the rows' label."
+    from das.evaluate import code_version
+    eq = json.loads(EQUIV.read_text())
+    now = code_version()
+    assert now == PINNED or now in eq[PINNED]['equivalent'], (
+        f"code {now} is not recorded: run `python tests/test_bert_pin.py --equivalent` (it runs the pin first), then "
+        "`dvc repro -s report report_quick` so the tables name it")
+
+
+def record_equivalent():
+    "Run the pin; if it holds, add the current code version to results/code_equivalence.json."
+    import tempfile
+    from das.core import save_json
+    from das.evaluate import code_version
+    with tempfile.TemporaryDirectory() as d:
+        got = run_all(Path(d))
+    if got != json.loads(PIN.read_text()): raise SystemExit('the pin does not hold: this code computes other numbers')
+    eq = json.loads(EQUIV.read_text()) if EQUIV.exists() else {}
+    e = eq.setdefault(PINNED, {'test': 'tests/test_bert_pin.py', 'equivalent': []})
+    if code_version() not in e['equivalent']: e['equivalent'].append(code_version())
+    save_json(eq, EQUIV)
+    print('recorded', code_version(), 'as equivalent to', PINNED)
+
+
+if __name__ == '__main__' and '--equivalent' in sys.argv: record_equivalent()
 if __name__ == '__main__' and '--record' in sys.argv:
     import tempfile
     with tempfile.TemporaryDirectory() as d:

@@ -66,5 +66,5 @@ def test_errors():
     with pytest.raises(DasError, match='head gates have shape'): g.set({'head': torch.ones(4, 2)})
     with pytest.raises(DasError, match='unknown unit kind'): g.set({'ffn': torch.ones(2, 64)})
     with pytest.raises(DasError, match='no tracked gates'): g.grads()
-    with pytest.raises(DasError, match='no BERT-style encoder'): UnitGates(torch.nn.Linear(2, 2))
+    with pytest.raises(DasError, match='not a supported architecture'): UnitGates(torch.nn.Linear(2, 2))
     with g.gated({'output': torch.ones(5, 2, 32)}), pytest.raises(DasError, match='5 rows but the batch has 3'): m(**_batch())
