@@ -46,7 +46,8 @@ def sh(repo, *cmd, check=True):
 
 PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json',   # the report stage reads the diagnoses
                   'benchmarks/results/das_settings.json', 'benchmarks/results/importance_similarity.json',
-                  'benchmarks/results/tradeoff.json')
+                  'benchmarks/results/tradeoff.json',
+                  'results/update_ratio.json', 'benchmarks/results/softmask_evidence_llm.json')   # the README's figure and findings
 
 
 def new_repo(r: Path, dirs=('nbs', 'das'), files=PIPELINE_FILES) -> Path:
