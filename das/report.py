@@ -51,7 +51,7 @@ def _cmp(a, b, higher=True):
     ok = d > 0 if higher else d < 0
     return ('yes' if ok and abs(d) > noise else 'no (within noise)' if abs(d) <= noise else 'no'), d
 
-PAPER = {   # what the paper reports for each claim (ICLR 2023, Tables 1 and 3; see ../shared/DAS_NOTES.md): its domains and tasks differ from ours, so the comparison is of the claim, not of the numbers
+PAPER = {   # what the paper reports for each claim (ICLR 2023, Tables 1 and 3, and its public pages): its domains and tasks differ from ours, so the comparison is of the claim, not of the numbers
     'DAS final average > NCL': 'yes (Table 1)',
     'DAS forgetting rate < NCL': 'yes (Table 1)',
     'DAS forgetting rate < 0 (backward transfer)': 'yes: DAS forgetting rate negative (Table 1)',
@@ -60,7 +60,7 @@ PAPER = {   # what the paper reports for each claim (ICLR 2023, Tables 1 and 3; 
     'ablation': 'yes: every ablation below full DAS (Table 3)',
 }
 
-PAPER_ROWS = {   # where each of our methods appears in the DAS paper, with the figures that could be verified offline (../shared/DAS_NOTES.md); its model (RoBERTa-base) and tasks differ from ours
+PAPER_ROWS = {   # where each of our methods appears in the DAS paper, with the figures that could be verified from its public pages; its model (RoBERTa-base) and tasks differ from ours
     'base': 'Non-CL (Table 1); verified: restaurant MF1 79.81',
     'one': 'ONE (Table 1)', 'ncl': 'NCL (Table 1)', 'pool': 'Pool (Table 1)',
     'das': 'DAS (Table 1); verified: ACL-ARC MF1 69.36, SciERC MF1 70.93, forgetting rate < 0',
