@@ -8,12 +8,13 @@ import contextlib, os, re, shutil, subprocess, tempfile
 from pathlib import Path
 import nbformat
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor, Preprocessor
-from traitlets import Unicode
+from traitlets import Int, Unicode
 from .core import DasError, atomic_write, root_dir
 
 # %% auto 0
-__all__ = ['REMOVE_TAGS', 'NOTICES', 'reading_order', 'title_summary', 'strip_directives', 'NbdevDirectives', 'DropNotices',
-           'kernel_env', 'execute', 'headings', 'page', 'render', 'chromium', 'screenshot', 'main']
+__all__ = ['APPENDIX', 'REMOVE_TAGS', 'SHOWDOC_LINES', 'NOTICES', 'reading_order', 'split_appendix', 'title_summary',
+           'strip_directives', 'NbdevDirectives', 'showdoc_markdown', 'ShowDocLong', 'DropNotices', 'kernel_env',
+           'execute', 'headings', 'page', 'render', 'chromium', 'screenshot', 'main']
 
 # %% ../nbs/11_docs.ipynb
 def reading_order(folder): # folder of notebooks (nbs/)
@@ -21,6 +22,13 @@ def reading_order(folder): # folder of notebooks (nbs/)
     nbs = sorted(p for p in Path(folder).glob('*.ipynb') if not p.name.startswith('_'))
     if not nbs: raise DasError(f"no notebooks in {folder}", "run from the repository root, or pass the nbs/ folder")
     return nbs
+
+APPENDIX = ('00_core', '00a_pipeline', '11_docs')   # plumbing notebooks: the site's appendix, after the tutorial
+
+def split_appendix(nbs, appendix=APPENDIX) -> tuple: # notebooks in reading order (paths)
+    "(tutorial, appendix): the notebooks whose stem is in `appendix` go to the second list, order kept."
+    nbs = [Path(p) for p in nbs]
+    return [p for p in nbs if p.stem not in appendix], [p for p in nbs if p.stem in appendix]
 
 def title_summary(nb) -> tuple[str, str]: # a notebook: path, or one already read
     "(title, summary) from the first markdown cell with a `# ` heading."
@@ -66,6 +74,39 @@ class NbdevDirectives(Preprocessor):
             elif no_input: tags.append('remove_input')
             elif d.get('output') == ['false'] or 'hide_output' in d: tags.append('remove_output')
         return nb, resources
+
+# %% ../nbs/11_docs.ipynb
+SHOWDOC_LINES = 30   # an exported cell longer than this shows show_doc's documentation, its source folded
+
+def _public_names(src: str) -> list:
+    "Names of the public functions and classes a cell defines at top level."
+    import ast
+    try: tree = ast.parse(src)
+    except SyntaxError: return []
+    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not n.name.startswith('_')]
+
+def showdoc_markdown(obj) -> str:
+    "nbdev's show_doc of `obj` as markdown, without its (remote) source link, headings one level down."
+    from nbdev.showdoc import show_doc
+    md = show_doc(obj)._repr_markdown_()
+    md = '\n'.join(l for l in md.splitlines() if not l.startswith('[source](') and l.strip() != '---')
+    return re.sub(r'^### ', '#### ', md.strip(), flags=re.M)
+
+class ShowDocLong(Preprocessor):
+    "Exported cells longer than `SHOWDOC_LINES`: show_doc of their public names in `metadata.das_doc` (the template folds the source)."
+    max_lines = Int(SHOWDOC_LINES).tag(config=True)
+
+    def preprocess_cell(self, cell, resources, index):
+        mod = cell.metadata.get('das_module') if cell.cell_type == 'code' else None
+        if mod and len(cell.source.splitlines()) > self.max_lines:
+            import importlib
+            try: m = importlib.import_module(mod)
+            except Exception: return cell, resources            # not importable here: the source stays as it is
+            names = [n for n in _public_names(cell.source) if hasattr(m, n)]
+            if names:
+                cell.metadata['das_doc'] = '\n\n'.join(showdoc_markdown(getattr(m, n)) for n in names)
+                cell.metadata['das_lines'] = len(cell.source.splitlines())
+        return cell, resources
 
 # %% ../nbs/11_docs.ipynb
 NOTICES = (r'.*TqdmWarning: IProgress not found.*(?:\n[ \t]+\S.*)?',                   # tqdm.auto, no ipywidgets
@@ -151,6 +192,8 @@ body.das-page{margin:0;padding:0;background:#fff}
 .das-exported{display:inline-block;margin:.6em 0 .2em;padding:.05em .7em;border-radius:1em;background:#ddf4e4;color:#1a5e32;
   font:12px var(--jp-ui-font-family)}
 .das-exported code{background:none;color:inherit;font-size:12px}
+.das-doc{margin:.3em 0 .6em;padding:.2em 1em;border-left:3px solid #ddf4e4}
+.das-source summary{cursor:pointer;color:#1a5e32;font:13px var(--jp-ui-font-family)}
 footer.das-bottom{margin-top:3em;padding:1em 0;border-top:1px solid #e5e7eb;font:15px var(--jp-ui-font-family)}
 footer.das-bottom a{color:#0969da;text-decoration:none}
 @media (max-width:60em){.das-layout{flex-direction:column}.das-toc{position:static;flex:none}}
@@ -198,7 +241,12 @@ _TEMPLATE = r'''
 {%- if cell.metadata.das_module -%}
 <div class="das-exported" title="this code is part of the package">exported to <code>{{ cell.metadata.das_module }}</code></div>
 {%- endif -%}
+{%- if cell.metadata.das_doc -%}
+<div class="das-doc">{{ cell.metadata.das_doc | markdown2html }}</div>
+<details class="das-source"><summary>source ({{ cell.metadata.das_lines }} lines)</summary>{{ super() }}</details>
+{%- else -%}
 {{ super() }}
+{%- endif -%}
 {%- endblock input_group %}
 '''
 
@@ -215,7 +263,7 @@ def page(nb, # a notebook: path, or one already built
     nb = nb if isinstance(nb, nbformat.NotebookNode) else nbformat.read(str(nb), as_version=4)
     nb.metadata['title'] = title_summary(nb)[0]
     res = {}
-    for pre in (CoalesceStreamsPreprocessor(), DropNotices(), NbdevDirectives(lib=lib), TagRemovePreprocessor(**REMOVE_TAGS)):
+    for pre in (CoalesceStreamsPreprocessor(), DropNotices(), NbdevDirectives(lib=lib), ShowDocLong(), TagRemovePreprocessor(**REMOVE_TAGS)):
         nb, res = pre.preprocess(nb, res)
     ex = HTMLExporter(config=Config({'TagRemovePreprocessor': {'enabled': False}}), template_name='lab', template_file='das.html.j2',
                       extra_loaders=[DictLoader({'das.html.j2': _TEMPLATE, 'das_macros.j2': _MACROS})],
@@ -230,28 +278,37 @@ def _cell(s): return s.replace('|', r'\|')   # text in a markdown table cell
 def render(tutorial, # executed tutorial notebooks, in reading order (paths)
            out_dir, # the site folder
            lab=(), # executed pipeline notebooks (runs/*.ipynb)
+           appendix=(), # plumbing notebooks (split_appendix), listed after the tutorial
+           figures=None, # the committed figures folder the notebooks show (../figures/...); None: root_dir()/figures if it exists
            title: str = 'das: continual domain-adaptive pre-training with soft-masking',
            lib: str = 'das'): # the package exported cells land in
     "Documentation pages for every notebook, linked in reading order, and an index; returns the index path."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     groups = [('Tutorial (reading order)', '', [Path(p) for p in tutorial]),
+              ('Appendix: the plumbing (errors and atomic writes, the pipeline, this site)', '', [Path(p) for p in appendix]),
               ('Lab notebooks of the pipeline stages (runs/)', 'runs/', [Path(p) for p in lab])]
+    figures = Path(figures) if figures else root_dir()/'figures'
+    if figures.is_dir():                        # notebooks show ../figures/x.png: a copy beside the pages, links made relative to them
+        shutil.copytree(figures, out_dir/'figures', dirs_exist_ok=True)
     rows = []
     for name, sub, nbs in groups:
         if not nbs: continue
         ts = [title_summary(p) for p in nbs]
         link = lambda i: {'href': f'{nbs[i].stem}.html', 'title': ts[i][0]} if 0 <= i < len(nbs) else None
         for i, p in enumerate(nbs):
-            page(p, out_dir/sub/f'{p.stem}.html', {'site': title, 'index': '../'*sub.count('/') + 'index.html',
+            node = nbformat.read(str(p), as_version=4)
+            for c in node.cells:
+                if c.cell_type == 'markdown': c.source = c.source.replace('](../figures/', '](' + '../' * sub.count('/') + 'figures/')
+            page(node, out_dir/sub/f'{p.stem}.html', {'site': title, 'index': '../'*sub.count('/') + 'index.html',
                                                     'prev': link(i - 1), 'next': link(i + 1)}, lib)
         rows += [f'## {name}', '', '| notebook | title | summary |', '|:--|:--|:--|',
                  *(f'| [{p.stem}]({sub}{p.stem}.html) | {_cell(t)} | {_cell(s)} |' for p, (t, s) in zip(nbs, ts)), '']
-    first = groups[0][2][:1] or groups[1][2][:1]
+    first = groups[0][2][:1] or groups[1][2][:1] or groups[2][2][:1]
     index = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell(f'# {title}\n\n> The tutorial in reading order, one page per notebook of `nbs/`, '
-                                      "then the lab notebooks of the pipeline's stages (`runs/`)."),
+                                      "then an appendix on the plumbing, then the lab notebooks of the pipeline's stages (`runs/`)."),
         nbformat.v4.new_markdown_cell('\n'.join(rows))])
-    nxt = {'href': ('' if groups[0][2] else 'runs/') + f'{first[0].stem}.html', 'title': title_summary(first[0])[0]} if first else None
+    nxt = {'href': ('' if groups[0][2] or groups[1][2] else 'runs/') + f'{first[0].stem}.html', 'title': title_summary(first[0])[0]} if first else None
     return page(index, out_dir/'index.html', {'site': title, 'index': 'index.html', 'prev': None, 'next': nxt}, lib)
 
 # %% ../nbs/11_docs.ipynb
@@ -294,16 +351,17 @@ def main(argv=None):
                     help='save the index and the first page as seen in headless Chromium to OUT/screenshots/ (auto: if installed)')
     a = ap.parse_args(argv)
     root = root_dir(); out = root/a.out
-    nbs = [p for p in reading_order(root/'nbs') if p.stem != '11_docs']
+    nbs = [p for p in reading_order(root/'nbs') if p.stem != '11_docs']     # this notebook builds the site: not executed by it
     if a.execute == 'true': nbs = execute(nbs, out/'executed', cwd=root/'nbs')
+    tutorial, appendix = split_appendix(nbs + [root/'nbs'/'11_docs.ipynb'])
     lab = sorted((root/'runs').glob('*.ipynb')) if (root/'runs').exists() else []
-    idx = render(nbs, out, [p for p in lab if not p.name.startswith('.')])
+    idx = render(tutorial, out, [p for p in lab if not p.name.startswith('.')], appendix)
     print('site:', idx)
     shots = out/'screenshots'
     if shots.exists(): shutil.rmtree(shots)
     if a.screenshot == 'false' or (a.screenshot == 'auto' and not chromium()):
         if a.screenshot == 'auto': print('no chromium: screenshots skipped (`make docs` installs it)')
         return
-    for p in (idx, out/f'{nbs[0].stem}.html'): print('screenshot:', screenshot(p, shots/f'{p.stem}.png'))
+    for p in (idx, out/f'{tutorial[0].stem}.html'): print('screenshot:', screenshot(p, shots/f'{p.stem}.png'))
 
 if __name__ == '__main__' and not hasattr(__import__('sys'), 'ps1') and 'ipykernel' not in __import__('sys').modules: main()
