@@ -20,11 +20,13 @@ from .dap import block_loader, importance_across, train_domain
 from .softmask import softmask_form
 
 # %% auto 0
-__all__ = ['METHODS', 'PLUGIN_MODULES', 'SPEC_KEYS', 'DapConfig', 'domain_blocks', 'register', 'Method', 'NCL', 'make_method',
-           'Run', 'check_order', 'run_continual', 'method_params_of', 'smoke_model_dir', 'Base', 'One', 'Pool', 'DAS',
-           'main']
+__all__ = ['PRECISIONS', 'METHODS', 'PLUGIN_MODULES', 'SPEC_KEYS', 'DapConfig', 'domain_blocks', 'register', 'Method', 'NCL',
+           'make_method', 'Run', 'check_order', 'run_continual', 'method_params_of', 'smoke_model_dir', 'Base', 'One',
+           'Pool', 'DAS', 'main']
 
 # %% ../nbs/09_continual.ipynb
+PRECISIONS = ('fp32', 'bf16')
+
 @dataclasses.dataclass
 class DapConfig:
     "Settings shared by every method of a continual run."
@@ -38,6 +40,7 @@ class DapConfig:
     mlm_probability: float = 0.15 # masked share of tokens
     seed: int = 0 # seed of data order, masks, dropout and new weights
     importance_batches: int = 8 # batches of `batch_size` blocks for each importance pass
+    precision: str = 'fp32' # 'fp32', or 'bf16': forward, loss and importance under bf16 autocast (weights and optimizer state stay fp32)
 
     @classmethod
     def from_dict(cls, d: dict | None): # e.g. the `continual` group of params.yaml
@@ -57,7 +60,12 @@ class DapConfig:
         if not self.lr > 0: raise DasError(f"lr={self.lr} must be > 0", "use e.g. 1e-4")
         if not 0 <= self.warmup_ratio < 1: raise DasError(f"warmup_ratio={self.warmup_ratio} is not in [0, 1)", "use e.g. 0.1")
         if not 0 < self.mlm_probability < 1: raise DasError(f"mlm_probability={self.mlm_probability} is not in (0, 1)", "use 0.15")
+        if self.precision not in PRECISIONS: raise DasError(f"precision={self.precision!r}", f"use one of: {', '.join(PRECISIONS)}")
         return self
+
+    def record(self) -> dict:
+        "The settings as a dict; `precision` only when it is not the default fp32 (so fp32 runs keep their earlier fingerprints)."
+        return {k: v for k, v in dataclasses.asdict(self).items() if not (k == 'precision' and v == 'fp32')}
 
 # %% ../nbs/09_continual.ipynb
 def domain_blocks(tokenizer, # the model's tokenizer
@@ -169,6 +177,7 @@ class Run:
 
     def importance(self, domains, loss, **kw):
         "Importance of `domains`' sample under `loss` ('kl' or 'mlm'), over all processes."
+        if self.cfg.precision != 'fp32': kw = {'precision': self.cfg.precision, **kw}
         return importance_across(self.model, self.sample_loader(domains), self.accelerator, loss=loss, seed=self.cfg.seed, **kw)
 
 def _fingerprint(*parts) -> str:
@@ -212,18 +221,22 @@ def run_continual(method, # a Method, or a registered name
                        "(ncl, one, pool, replay, kd, ewc, derpp, das and its ablations)")
     if accelerator is None:
         from accelerate import Accelerator
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())   # cpu=True: gloo processes under `accelerate launch` on a machine without GPUs
+        mp = {'mixed_precision': 'bf16'} if cfg.precision == 'bf16' else {}   # fp32: what the launcher (if any) says
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), **mp)   # cpu=True: gloo processes under `accelerate launch` on a machine without GPUs
+    elif cfg.precision == 'bf16' and accelerator.mixed_precision != 'bf16':
+        raise DasError(f"precision bf16 with an Accelerator of mixed_precision={accelerator.mixed_precision!r}",
+                       "pass Accelerator(mixed_precision='bf16'), or no accelerator (one is made; one setting per process)")
     model, tok = load_lm(model_dir, verbose=False, seed=cfg.seed)
     if general_importance is not None and Path(general_importance).exists():
         load_importance(general_importance, model)                     # refuses a file of another model, now
     out_dir = Path(out_dir)
     run = Run(model, tok, cfg, order, out_dir, accelerator, general_importance, corpus)
     stages = method.stages(order)
-    key = [getattr(method, 'label', method.name), method.name, method.params, dataclasses.asdict(cfg), str(model_dir)]
+    key = [getattr(method, 'label', method.name), method.name, method.params, cfg.record(), str(model_dir)]
     method.before_run(run)
     manifest = {'method': getattr(method, 'label', method.name), 'plugin': method.name, 'params': method.params,
                 'trains': method.trains, 'eval_scope': method.eval_scope,
-                'order': order, 'config': dataclasses.asdict(cfg), 'model_dir': str(model_dir), 'checkpoints': []}
+                'order': order, 'config': cfg.record(), 'model_dir': str(model_dir), 'checkpoints': []}
     for t, (label, domains) in enumerate(stages):
         if until is not None and t > until: break
         run.t, run.label, run.domains = t, label, tuple(domains)

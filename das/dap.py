@@ -301,11 +301,12 @@ def train_domain(model: nn.Module, # masked LM, trained in place
     try:
         bar = tqdm(dl, total=steps, desc=desc, disable=not (progress and accelerator.is_main_process))
         for step, batch in enumerate(bar, 1):
-            out = dap_loss(net, model, batch, gates, importance, lam, tau, contrast, positive_grad, negative_grad, accelerator,
-                           contrast_rows, anchor_gates, views, hook_dropout)
-            loss = out['loss']
-            for p in plugins:
-                if hasattr(p, 'extra_loss'): loss = loss + p.extra_loss(model, batch, out)
+            with accelerator.autocast():   # mixed_precision 'bf16': forward and losses (head included) under autocast; 'no': nothing
+                out = dap_loss(net, model, batch, gates, importance, lam, tau, contrast, positive_grad, negative_grad, accelerator,
+                               contrast_rows, anchor_gates, views, hook_dropout)
+                loss = out['loss']
+                for p in plugins:
+                    if hasattr(p, 'extra_loss'): loss = loss + p.extra_loss(model, batch, out)
             accelerator.backward(loss)                      # gradients, averaged over processes
             for p in plugins:
                 if hasattr(p, 'after_backward'): p.after_backward()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_importance.ipynb 3
 from __future__ import annotations
-import hashlib, json, time
+import contextlib, hashlib, json, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,7 @@ def compute_importance(model, # masked or causal LM of a supported family (das.f
                        normalized: bool = True, # apply `normalize` (False: the raw mean |gradient|)
                        stats: dict | None = None, # if given, filled with n_examples, n_tokens, seconds, loss
                        hook_dropout: float | None = None, # kl: dropout at the unit hook points (None: 0.1 for a family without dropout of its own, Llama; else 0)
+                       precision: str = 'fp32', # 'bf16': forward and backward under bf16 autocast (gates and sums stay fp32)
                       ) -> dict:
     "Importance {kind: (layers, units)} of every unit: mean over examples of |dL_n/dg_u|, normalized per layer."
     if loss not in ('kl', 'mlm', 'lm'): raise DasError(f"unknown importance loss {loss!r}", "use 'kl' (general) or 'lm' (domain; 'mlm' on a masked LM)")
@@ -121,7 +122,9 @@ def compute_importance(model, # masked or causal LM of a supported family (das.f
     gen = torch.Generator().manual_seed(seed + 1)
     try:
         model.train(dropout)
-        with torch.random.fork_rng(), gates.dropping(hook_dropout):
+        if precision not in ('fp32', 'bf16'): raise DasError(f"precision={precision!r}", "use 'fp32' or 'bf16'")
+        amp = torch.autocast('cpu', dtype=torch.bfloat16) if precision == 'bf16' else contextlib.nullcontext()
+        with torch.random.fork_rng(), gates.dropping(hook_dropout), amp:
             torch.manual_seed(seed)
             for batch in batches:
                 if max_examples is not None and n >= max_examples: break

@@ -18,6 +18,9 @@ SMOKE = {
     'warmup': {'steps': 2, 'batch_size': 4, 'max_len': 32, 'max_train_docs': 40, 'eval_max_blocks': 4,
                'eval_max_blocks_general': 4, 'eval_batch_size': 8, 'log_every': 1},
     'general_importance': {'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
+    'llm': {'warmup': {'model_path': '', 'batch_size': 4, 'max_len': 32, 'eval_every': 2, 'max_steps': 4, 'dev_docs': 8,
+                       'dev_blocks': 4, 'heldout_blocks': 4, 'max_train_docs': 40},   # '': a tiny Llama with SmolLM2's tokenizer
+            'general_importance': {'batch_size': 4, 'max_len': 32, 'importance_batches': 1}},
     'custom_domains': {'toy': {'corpus': 'custom_inputs/toy/texts', 'task': 'custom_inputs/toy/labels.csv'}},
     'continual': {'order': ['movie', 'toy'], 'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
     'study': {'methods': ['base', 'ncl', 'das']},
@@ -27,6 +30,7 @@ SMOKE = {
     'docs': {'execute': False},
 }
 QUICK = {'report_quick'} | {f'{s}_quick@{m}' for s in ('train', 'evaluate') for m in ('base', 'das')}
+LLM = {'warmup_llm', 'general_importance_llm'}   # the decoder's general LM and its importance (tiny Llama with SmolLM2's tokenizer here)
 
 
 def overlay(d: dict, o: dict) -> dict:
@@ -46,7 +50,7 @@ def sh(repo, *cmd, check=True):
 
 PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json',   # the report stage reads the diagnoses
                   'benchmarks/results/das_settings.json', 'benchmarks/results/importance_similarity.json',
-                  'benchmarks/results/tradeoff.json',
+                  'benchmarks/results/tradeoff.json', 'results/code_equivalence.json',   # the report quotes the code equivalence
                   'results/update_ratio.json', 'benchmarks/results/softmask_evidence_llm.json')   # the README's figure and findings
 
 
@@ -104,7 +108,7 @@ def studied(repo):
 def test_repro_status_noop_and_selective_rerun(repo, studied):
     out = studied
     stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'ncl', 'das')}
-    assert ran(out) == stages | QUICK, out[-2000:]
+    assert ran(out) == stages | QUICK | LLM, out[-2000:]
     for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
               'results/table.md', 'runs/report.ipynb', 'plots/warmup.png', 'plots/report/accuracy_matrices.png',
               'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy', '_site/index.html', '_site/runs/report.html',
@@ -163,6 +167,7 @@ PAPER_ON_CPU = {   # what a CPU changes in the paper profile: the model (a tiny 
     'continual': {'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1,
                   'launcher': 'accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no'},
     'study': {'methods': ['das']},
+    'llm': SMOKE['llm'],                  # the decoder's stages feed the docs site's lab notebooks: tiny here too
     'evaluate': {'seeds': [0], 'max_train': 24, 'max_test': 12, 'max_len': 32, 'mlm_batches': 1, 'mlm_max_blocks': 4},
     'docs': {'execute': False},
 }
@@ -189,7 +194,7 @@ def test_paper_profile_runs_on_cpu_with_a_tiny_roberta(tmp_path_factory):
     (r/'cpu.yaml').write_text(yaml.safe_dump(PAPER_ON_CPU))
     commit_repo(r, 'tiny_roberta/\n')
     out = sh(r, sys.executable, '-m', 'das.pipeline', 'profile', 'profiles/paper.yaml', 'cpu.yaml', '--name', 'paper_cpu')
-    assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'importance@das', 'report', 'docs'}, out[-3000:]
+    assert ran(out) == {'warmup', 'custom_domains', 'general_importance', 'train@das', 'evaluate@das', 'importance@das', 'report', 'docs'} | LLM, out[-3000:]
     res = json.loads((r/'results'/'eval'/'das.json').read_text())
     assert res['domain_tasks'] == paper['continual']['order'] and res['settings']['protocol'] == 'paper'
     assert json.loads((r/'models'/'general'/'config.json').read_text())['model_type'] == 'roberta'
