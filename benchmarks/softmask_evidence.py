@@ -41,6 +41,28 @@ def machine() -> dict:
             'loadavg_start': os.getloadavg()}
 
 
+def compare(res: dict, losses: dict, models, blocks):
+    "Fill res['loss'], ['accuracy'], ['vs_general_lm'], ['paired'] per corpus from per-block losses of every model."
+    for cor in blocks:
+        res['loss'][cor] = {n: block_mean(losses[n][cor]) for n in models}
+        res['accuracy'][cor] = {n: block_mean(losses[n][cor], 'accuracy') for n in models}
+        res['vs_general_lm'][cor] = {n: paired_difference(losses[n][cor], losses['general_lm'][cor]) for n in RUNS}
+        res['paired'][cor] = {f'{x} - {y}': paired_difference(losses[x][cor], losses[y][cor]) for x, y in COMPARE}
+
+
+def print_losses(res: dict, models, blocks, unit: str):
+    "Each corpus's held-out loss per model, its change from the general LM and the paired comparisons."
+    for cor in blocks:
+        b = next(iter(res['loss'][cor].values()))
+        print(f"  {cor}: {b['n_blocks']} blocks, {b['n_masked']} {unit}")
+        for n in models:
+            l = res['loss'][cor][n]; d = res['vs_general_lm'][cor].get(n)
+            extra = f"   vs general LM {d['diff']:+.4f} +- {d['se']:.4f}" if d else ''
+            print(f"    {n:12s} {l['mean']:.4f} +- {l['se']:.4f}{extra}")
+        for k, d in res['paired'][cor].items():
+            print(f"    {k:24s} {d['diff']:+.4f} +- {d['se']:.4f}  (z = {d['z']:+.1f}: {'resolved' if abs(d['z']) > 2 else 'NOT resolved'} at 2 SE)")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2, 3], help='mask seeds of the held-out evaluation')
@@ -71,23 +93,11 @@ def main(argv=None):
     for name, path in models.items():
         losses[name] = score(path, blocks, tok, a.seeds)
     res['eval_seconds'] = time.perf_counter() - t0
-    for cor in blocks:
-        res['loss'][cor] = {n: block_mean(losses[n][cor]) for n in models}
-        res['accuracy'][cor] = {n: block_mean(losses[n][cor], 'accuracy') for n in models}
-        res['vs_general_lm'][cor] = {n: paired_difference(losses[n][cor], losses['general_lm'][cor]) for n in RUNS}
-        res['paired'][cor] = {f'{x} - {y}': paired_difference(losses[x][cor], losses[y][cor]) for x, y in COMPARE}
+    compare(res, losses, models, blocks)
     res['machine']['loadavg_end'] = os.getloadavg()
     save_json(res, a.out)
     print(f"\nheld-out MLM loss (nats per masked token, mean +- SE over blocks; {len(a.seeds)} mask seeds), domain {domain}:")
-    for cor in blocks:
-        b = next(iter(res['loss'][cor].values()))
-        print(f"  {cor}: {b['n_blocks']} blocks, {b['n_masked']} masked tokens")
-        for n in models:
-            l = res['loss'][cor][n]; d = res['vs_general_lm'][cor].get(n)
-            extra = f"   vs general LM {d['diff']:+.4f} +- {d['se']:.4f}" if d else ''
-            print(f"    {n:12s} {l['mean']:.4f} +- {l['se']:.4f}{extra}")
-        for k, d in res['paired'][cor].items():
-            print(f"    {k:24s} {d['diff']:+.4f} +- {d['se']:.4f}  (z = {d['z']:+.1f}: {'resolved' if abs(d['z']) > 2 else 'NOT resolved'} at 2 SE)")
+    print_losses(res, models, blocks, 'masked tokens')
     print(f"\ntraining {sum(r['seconds'] for r in res['runs'].values()):.0f} s, evaluation {res['eval_seconds']:.0f} s; written {a.out}")
     return res
 

@@ -26,10 +26,9 @@ import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from common import ROOT, heldout_blocks, score, study_params  # noqa: E402
-from softmask_evidence import COMPARE, RUNS, machine  # noqa: E402
+from softmask_evidence import RUNS, compare, machine, print_losses  # noqa: E402
 from das.continual import DapConfig, make_method, run_continual  # noqa: E402
 from das.core import save_json  # noqa: E402
-from das.evaluate import block_mean, paired_difference  # noqa: E402
 from das.model import causal_collate, load_lm, mlm_collator, mlm_loss  # noqa: E402
 
 
@@ -79,7 +78,7 @@ def main(argv=None):
     general, imp_file = ROOT/llm['warmup']['out_dir'], ROOT/llm['general_importance']['out_path']
     for f, stage in ((general, 'warmup_llm'), (imp_file, 'general_importance_llm')):
         if not f.exists(): raise SystemExit(f'{f} is missing: run `dvc repro {stage}` first')
-    res = {'machine': machine(), 'domain': domain, 'config': vars(cfg), 'heldout_blocks': n_held, 'runs': {}, 'loss': {},
+    res = {'machine': machine(), 'domain': domain, 'config': vars(cfg), 'heldout_blocks': n_held, 'runs': {}, 'loss': {}, 'accuracy': {},
            'vs_general_lm': {}, 'paired': {}, 'general_lm': str(general.relative_to(ROOT)), 'importance': str(imp_file.relative_to(ROOT))}
     work = Path(a.work or tempfile.mkdtemp(prefix='softmask_evidence_llm_'))
     models = {'general_lm': general}
@@ -97,25 +96,14 @@ def main(argv=None):
     losses, t0 = {}, time.perf_counter()
     for name, path in models.items(): losses[name] = score(path, blocks, tok, seeds=(0,))
     res['eval_seconds'] = time.perf_counter() - t0
-    for cor in blocks:
-        res['loss'][cor] = {n: block_mean(losses[n][cor]) for n in models}
-        res['vs_general_lm'][cor] = {n: paired_difference(losses[n][cor], losses['general_lm'][cor]) for n in RUNS}
-        res['paired'][cor] = {f'{x} - {y}': paired_difference(losses[x][cor], losses[y][cor]) for x, y in COMPARE}
+    compare(res, losses, models, blocks)
     t0 = time.perf_counter()
     res['step_fp32'] = step_times(general, cfg.batch_size, cfg.max_len)
     res['step_seconds_total'] = time.perf_counter() - t0
     res['machine']['loadavg_end'] = os.getloadavg()
     save_json(res, a.out)
     print(f"\nheld-out next-token loss (nats per token, mean +- SE over blocks), domain {domain}, {cfg.steps} steps of {cfg.batch_size} x {cfg.max_len}:")
-    for cor in blocks:
-        b = next(iter(res['loss'][cor].values()))
-        print(f"  {cor}: {b['n_blocks']} blocks, {b['n_masked']} predicted tokens")
-        for n in models:
-            l = res['loss'][cor][n]; d = res['vs_general_lm'][cor].get(n)
-            extra = f"   vs general LM {d['diff']:+.4f} +- {d['se']:.4f}" if d else ''
-            print(f"    {n:12s} {l['mean']:.4f} +- {l['se']:.4f}{extra}")
-        for k, d in res['paired'][cor].items():
-            print(f"    {k:24s} {d['diff']:+.4f} +- {d['se']:.4f}  (z = {d['z']:+.1f}: {'resolved' if abs(d['z']) > 2 else 'NOT resolved'} at 2 SE)")
+    print_losses(res, models, blocks, 'predicted tokens')
     s = res['step_fp32']
     print("\none fp32 NCL step (median of 5, forward + backward + AdamW, 2 threads):")
     for k, v in s.items():
