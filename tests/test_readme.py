@@ -1,6 +1,6 @@
 """The README stays true: its findings and timings are the report's generated text, its other numbers come from
 committed files, it stays short, and it shows figures and links that exist inside the repository."""
-import configparser, json, re
+import configparser, inspect, json, re
 from pathlib import Path
 import yaml
 from das.report import END, START, markers, timings_markdown, _word
@@ -49,6 +49,26 @@ def test_short_and_no_long_prose_lines():
     long = [l for l in prose(text) if len(l) > 120]
     assert not long, f"prose lines over 120 characters: {long}"
     assert max(map(len, (ROOT/'results'/'findings.md').read_text().splitlines())) <= 120
+    long = [l for l in prose(PAGE.read_text()) if len(l) > 120]
+    assert not long, f"results/README.md: prose lines over 120 characters: {long}"
+
+
+def typed_numbers(text: str) -> list:
+    "(number, line) for every number typed in prose: outside code spans, link targets, fences, tables, generated blocks."
+    out = []
+    for l in prose(text):
+        l = re.sub(r'`[^`]*`', '', re.sub(r'\]\([^)]*\)', ']', l))
+        out += [(n, l.strip()) for n in re.findall(r'(?<![\w.,\-])\d+(?:,\d{3})*(?:\.\d+)?(?=x\b|(?![\w.\-]*\w))', l)]   # 2.8x too
+    return out
+
+
+def check_typed_numbers(path: Path, checks: dict):
+    "Every number typed in `path`'s prose is a key of `checks`, and each check (against a committed file) holds."
+    seen = set()
+    for n, l in typed_numbers(path.read_text()):
+        assert n in checks, f"{path.relative_to(ROOT)} types the number {n} ({l[:80]}...): generate it, or check it here"
+        seen.add(n)
+    for n in seen: assert checks[n](), f"{path.relative_to(ROOT)}: its {n} no longer matches its source"
 
 
 def test_typed_numbers_come_from_committed_files():
@@ -64,14 +84,31 @@ def test_typed_numbers_come_from_committed_files():
                       and re.search(r'^nbdev==2\.', lock, re.M) is not None),   # 2 cores; "beyond 2 standard errors"; nbdev 2
         '1': lambda: True,                                                     # the formula "(1 - importance)"
     }
-    seen = set()
-    for l in prose(README.read_text()):
-        l = re.sub(r'`[^`]*`', '', re.sub(r'\]\([^)]*\)', ']', l))
-        for n in re.findall(r'(?<![\w.\-])\d+(?:\.\d+)?(?![\w.\-]*\w)', l):
-            assert n in checks, f"README types the number {n} ({l.strip()[:80]}...): generate it, or check it here"
-            seen.add(n)
-    for n in seen: assert checks[n](), f"the README's {n} no longer matches its source"
+    check_typed_numbers(README, checks)
 
+
+
+def test_results_page_numbers_come_from_committed_files():
+    "Every number in results/README.md's prose (outside its generated table, code and tables) is one of these, each checked."
+    from das.data import HELDOUT_FRAC, Domain, min_task_examples
+    from das.report import figure_forgetting, protected_share
+    p = yaml.safe_load((ROOT/'params.yaml').read_text())
+    paper = yaml.safe_load((ROOT/'profiles'/'paper.yaml').read_text())
+    pc = paper['continual']
+    checks = {
+        '2': lambda: "2 * K[m][y]['se']" in inspect.getsource(figure_forgetting),         # the figure's +- 2 SE bars
+        '0.5': lambda: inspect.signature(protected_share).parameters['threshold'].default == 0.5,
+        '80': lambda: p['continual']['steps'] == 80,                                       # the study's steps per domain
+        '5': lambda: HELDOUT_FRAC == 0.05 and len(paper['evaluate']['seeds']) == 5,        # held-out 5 %; the paper's seeds
+        '70': lambda: round(1 - Domain.dev - Domain.test, 6) == 0.7,                       # the task split 70/10/20
+        '10': lambda: Domain.dev == 0.1,
+        '20': lambda: Domain.test == 0.2,
+        '6': lambda: min_task_examples(Domain.dev, Domain.test) == 6,                      # texts a label needs
+        '2,580': lambda: pc['steps'] == 2580,                                              # the paper's profile
+        '248': lambda: pc['batch_size'] == 248,
+        '164': lambda: pc['max_len'] == 164,
+    }
+    check_typed_numbers(PAGE, checks)
 
 def test_quick_profile_as_the_readme_says():
     p = yaml.safe_load((ROOT/'params.yaml').read_text())
