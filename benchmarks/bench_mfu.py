@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from bench_das import VARIANTS, Stepper, machine  # noqa: E402
 from das.core import save_json  # noqa: E402
+from das.evaluate import code_version  # noqa: E402
 from das.dap import block_loader  # noqa: E402
 from das.data import base_model_dir, decoder_model_dir, load_corpus  # noqa: E402
 from das.family import family_of, is_causal, unit_shapes  # noqa: E402
@@ -75,7 +76,7 @@ def main(argv=None):
     ap.add_argument('--out', default=str(ROOT/'benchmarks/results/mfu.json'))
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
-    res = {'machine': machine(), 'steps': a.steps, 'gemm_gflops': {}, 'models': {}}
+    res = {'machine': machine(), 'code': code_version(), 'steps': a.steps, 'gemm_gflops': {}, 'models': {}}
     for nm, dt in (('fp32', torch.float32), ('bf16', torch.bfloat16)): res['gemm_gflops'][nm] = gemm_peak(dt)
     print(f"GEMM peak (2048^2, {torch.get_num_threads()} threads): fp32 {res['gemm_gflops']['fp32']:.0f} GFLOP/s, "
           f"bf16 {res['gemm_gflops']['bf16']:.0f} GFLOP/s (x{res['gemm_gflops']['bf16'] / res['gemm_gflops']['fp32']:.2f})", flush=True)
