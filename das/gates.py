@@ -12,7 +12,7 @@ from .core import DasError
 from .family import KINDS, family_of, head_dim, layers_of, submodule, unit_shapes
 
 # %% auto 0
-__all__ = ['encoder_layers', 'UnitGates']
+__all__ = ['encoder_layers', 'bit_dropout', 'UnitGates']
 
 # %% ../nbs/03_gates.ipynb
 def encoder_layers(model: nn.Module): # a BERT/RoBERTa model (masked LM, classifier or bare)
@@ -25,6 +25,17 @@ def encoder_layers(model: nn.Module): # a BERT/RoBERTa model (masked LM, classif
     return layers
 
 # %% ../nbs/03_gates.ipynb
+def bit_dropout(x: torch.Tensor, # activations
+                p: float, # drop probability (rounded to a multiple of 2**-16)
+               ) -> torch.Tensor:
+    "Inverted dropout with masks from 16 random bits per element (one int64 draw per 4 elements)."
+    thr = round(p * 65536)
+    if thr == 0: return x
+    n = x.numel()
+    r = torch.randint(-2**63, 2**63 - 1, (-(-n // 4),), dtype=torch.int64, device=x.device).view(torch.int16)[:n].view(x.shape)
+    return x * (r >= thr - 32768).to(x.dtype).mul_(65536 / (65536 - thr))
+
+# %% ../nbs/03_gates.ipynb
 class UnitGates:
     "Virtual gates on attention heads, FFN intermediate and FFN output neurons, attached by hooks."
     def __init__(self, model: nn.Module): # a model of a supported family (das.family)
@@ -35,7 +46,7 @@ class UnitGates:
         self._values = dict.fromkeys(KINDS)   # kind -> (L,n) or (B,L,n) tensor, or None (identity)
         self._repeat = 1                      # each gate row serves `repeat` consecutive blocks of the batch
         self.tracked = None                   # kind -> leaf tensor while/after tracking
-        self._drop, self._drop_rows = 0.0, None   # dropout at the hook points (train mode only): rate, rows (None: all)
+        self._drop, self._drop_rows, self._drop_idx = 0.0, None, None   # hook dropout (train mode only): rate, rows (None: all), their indices
         self._handles = []
         for l, layer in enumerate(self.layers):
             for kind in KINDS:
@@ -56,13 +67,16 @@ class UnitGates:
                            "set gates of shape (batch, layers, units) matching the batch (or (layers, units) for all rows)")
         return g.view(g.shape[0], *([1] * (x.dim() - 2)), g.shape[-1])
 
-    def _dropping(self): return self._drop > 0 and self.model.training
+    def _dropping(self): return self._drop > 0 and self.model.training and (self._drop_idx is None or len(self._drop_idx) > 0)
 
     def _dropout(self, x):
-        "Dropout of rate `_drop` on the rows `_drop_rows` of x (all rows if None)."
-        y = F.dropout(x, self._drop, True)
-        if self._drop_rows is None: return y
-        return torch.where(self._drop_rows.to(x.device).view(-1, *([1] * (x.dim() - 1))), y, x)
+        "Dropout of rate `_drop` on the rows `_drop_rows` of x (all rows if None); masks are drawn for those rows only."
+        if self._drop_rows is not None and len(self._drop_rows) != x.shape[0]:
+            raise DasError(f"hook dropout rows has {len(self._drop_rows)} entries but the batch has {x.shape[0]} rows",
+                           "pass one bool per row of the batch (or rows=None for all rows)")
+        if self._drop_idx is None: return bit_dropout(x, self._drop)
+        i = self._drop_idx.to(x.device)
+        return x.index_put((i,), bit_dropout(x.index_select(0, i), self._drop))
 
     def _apply(self, kind, l, x):
         "x gated (and dropped out) for unit kind `kind` of layer `l`."
@@ -91,9 +105,13 @@ class UnitGates:
         "Context manager: dropout at every hook point while the model is in train mode (families without their own)."
         if not 0 <= p < 1: raise DasError(f"hook dropout p={p} is not in [0, 1)", "use e.g. 0.1 (BERT's hidden dropout)")
         old = (self._drop, self._drop_rows)
-        self._drop, self._drop_rows = float(p), None if rows is None else torch.as_tensor(rows, dtype=torch.bool)
+        self._set_drop(float(p), None if rows is None else torch.as_tensor(rows, dtype=torch.bool).flatten())
         try: yield self
-        finally: self._drop, self._drop_rows = old
+        finally: self._set_drop(*old)
+
+    def _set_drop(self, p, rows):
+        self._drop, self._drop_rows = p, rows
+        self._drop_idx = None if rows is None or bool(rows.all()) else rows.nonzero().flatten()   # None: every row
 
     def _check(self, values):
         if values is None: return dict.fromkeys(KINDS)
