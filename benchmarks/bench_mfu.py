@@ -78,6 +78,7 @@ def main(argv=None):
     torch.set_num_threads(2)
     res = {'machine': machine(), 'code': code_version(), 'steps': a.steps, 'gemm_gflops': {}, 'models': {}}
     for nm, dt in (('fp32', torch.float32), ('bf16', torch.bfloat16)): res['gemm_gflops'][nm] = gemm_peak(dt)
+    res['gemm_gflops_start'] = dict(res['gemm_gflops'])
     print(f"GEMM peak (2048^2, {torch.get_num_threads()} threads): fp32 {res['gemm_gflops']['fp32']:.0f} GFLOP/s, "
           f"bf16 {res['gemm_gflops']['bf16']:.0f} GFLOP/s (x{res['gemm_gflops']['bf16'] / res['gemm_gflops']['fp32']:.2f})", flush=True)
     shapes = {'minilm': (16, 128), 'smollm2': (8, 128)}
@@ -110,6 +111,9 @@ def main(argv=None):
         print(f"  bf16 speed-up: NCL x{r['bf16_speedup']['ncl']:.2f}, DAS x{r['bf16_speedup']['das']:.2f}; "
               f"DAS / NCL: fp32 x{r['das_over_ncl']['fp32']:.2f}, bf16 x{r['das_over_ncl']['bf16']:.2f}", flush=True)
         del model, steppers
+    res['gemm_gflops_end'] = {nm: gemm_peak(dt) for nm, dt in (('fp32', torch.float32), ('bf16', torch.bfloat16))}
+    print(f"GEMM peak again at the end: fp32 {res['gemm_gflops_end']['fp32']:.0f}, bf16 {res['gemm_gflops_end']['bf16']:.0f} GFLOP/s "
+          f"(the shares above use the start's; a large change means the machine was not quiet)")
     res['machine']['loadavg_end'] = os.getloadavg()
     save_json(res, a.out)
     print('\nwritten', a.out)
