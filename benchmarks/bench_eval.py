@@ -20,10 +20,13 @@ import numpy as np
 import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from bench_das import machine  # noqa: E402
+from bench_mfu import gemm_peak  # noqa: E402
 from common import study_params  # noqa: E402
 import das.evaluate as ev  # noqa: E402
 from das.core import load_json, save_json  # noqa: E402
+from das.data import load_task  # noqa: E402
 from das.model import load_lm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,9 +75,6 @@ def main(argv=None):
     finally:
         for k, f in patched.items(): setattr(ev, k, f)
     total = time.perf_counter() - t0
-    from bench_mfu import gemm_peak
-    from torch.utils.flop_counter import FlopCounterMode
-    from das.data import load_task
     texts = list(load_task('pubmed')['train']['text'][:e['max_train']])     # the encoder's share of the fp32 GEMM peak
     with FlopCounterMode(display=False) as fc: ev.encode_texts(model, tok, texts, e['max_len'])
     t1 = time.perf_counter(); ev.encode_texts(model, tok, texts, e['max_len']); enc_s = time.perf_counter() - t1

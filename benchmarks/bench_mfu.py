@@ -64,6 +64,21 @@ def model_batch(name, bs, max_len):
     return model, batch
 
 
+SHAPES = {'minilm': (16, 128), 'smollm2': (8, 128)}   # each model's batch: rows x tokens
+
+
+def steppers_for(name: str):
+    "Model, fixed batch, gates and the steppers {(variant, precision)} of NCL and DAS in fp32 and bf16 (random importance)."
+    bs, T = SHAPES[name]
+    model, batch = model_batch(name, bs, T)
+    model.train(); gates = UnitGates(model)
+    imp = {k: torch.rand(s, generator=torch.Generator().manual_seed(0)) for k, s in unit_shapes(model).items()}
+    extra = {'hook_dropout': 0.1} if family_of(model).dropout is None else {}   # as train_domain: a family without dropout
+    steppers = {(v, p): AmpStepper(model, imp, {**VARIANTS[v], **(extra if v != 'ncl' else {})}, gates, batch_size=bs, precision=p)
+                for v in ('ncl', 'das') for p in ('fp32', 'bf16')}
+    return model, batch, gates, steppers
+
+
 def flops_of(stepper, batch) -> int:
     with FlopCounterMode(display=False) as fc: stepper(batch)
     return fc.get_total_flops()
@@ -78,18 +93,11 @@ def main(argv=None):
     torch.set_num_threads(2)
     res = {'machine': machine(), 'code': code_version(), 'steps': a.steps, 'gemm_gflops': {}, 'models': {}}
     for nm, dt in (('fp32', torch.float32), ('bf16', torch.bfloat16)): res['gemm_gflops'][nm] = gemm_peak(dt)
-    res['gemm_gflops_start'] = dict(res['gemm_gflops'])
     print(f"GEMM peak (2048^2, {torch.get_num_threads()} threads): fp32 {res['gemm_gflops']['fp32']:.0f} GFLOP/s, "
           f"bf16 {res['gemm_gflops']['bf16']:.0f} GFLOP/s (x{res['gemm_gflops']['bf16'] / res['gemm_gflops']['fp32']:.2f})", flush=True)
-    shapes = {'minilm': (16, 128), 'smollm2': (8, 128)}
     for name in a.models.split(','):
-        bs, T = shapes[name]
-        model, batch = model_batch(name, bs, T)
-        model.train(); gates = UnitGates(model)
-        imp = {k: torch.rand(s, generator=torch.Generator().manual_seed(0)) for k, s in unit_shapes(model).items()}
-        extra = {'hook_dropout': 0.1} if family_of(model).dropout is None else {}
-        steppers = {(v, p): AmpStepper(model, imp, {**VARIANTS[v], **(extra if v != 'ncl' else {})}, gates, batch_size=bs, precision=p)
-                    for v in ('ncl', 'das') for p in ('fp32', 'bf16')}
+        bs, T = SHAPES[name]
+        model, batch, gates, steppers = steppers_for(name)
         fl = {v: flops_of(steppers[(v, 'fp32')], batch) for v in ('ncl', 'das')}
         times = {k: [] for k in steppers}
         for i in range(a.steps + 1):

@@ -18,12 +18,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from bench_das import VARIANTS, machine  # noqa: E402
-from bench_mfu import AmpStepper, model_batch  # noqa: E402
+from bench_das import machine  # noqa: E402
+from bench_mfu import SHAPES, steppers_for  # noqa: E402
 from das.core import save_json  # noqa: E402
 from das.evaluate import code_version  # noqa: E402
-from das.family import family_of, unit_shapes  # noqa: E402
-from das.gates import UnitGates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm', 'aten::_scaled_dot_product_flash_attention_for_cpu',
@@ -55,27 +53,18 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     res = {'machine': machine(), 'code': code_version(), 'steps': a.steps, 'models': {}}
-    shapes = {'minilm': (16, 128), 'smollm2': (8, 128)}
     for name in a.models.split(','):
-        bs, T = shapes[name]
-        model, batch = model_batch(name, bs, T)
-        model.train(); gates = UnitGates(model)
-        imp = {k: torch.rand(s, generator=torch.Generator().manual_seed(0)) for k, s in unit_shapes(model).items()}
-        extra = {'hook_dropout': 0.1} if family_of(model).dropout is None else {}
-        res['models'][name] = {'batch': [bs, T]}
-        for v in ('ncl', 'das'):
-            for p in ('fp32', 'bf16'):
-                s = AmpStepper(model, imp, {**VARIANTS[v], **(extra if v != 'ncl' else {})}, gates, batch_size=bs, precision=p)
-                r = profile_steps(s, batch, a.steps)
-                if s.sm is not None: s.sm.detach()
-                top = dict(list(r['ops'].items())[:a.top])
-                res['models'][name][f'{v}_{p}'] = {**{k: x for k, x in r.items() if k != 'ops'}, 'top': top,
-                                                   'ops': dict(list(r['ops'].items())[:60])}
-                print(f"\n{name} {v} {p}: {r['step_seconds_profiled']:.3f} s per profiled step; matrix products "
-                      f"{r['matmul_ms']:.0f} of {r['self_ms_total']:.0f} ms self time ({100 * r['matmul_share']:.0f}%)")
-                for k, o in top.items():
-                    print(f"  {k:60s} {o['self_ms']:9.1f} ms  {o['calls']:6d} calls  {100 * o['self_ms'] / r['self_ms_total']:5.1f}%")
-        gates.remove(); del model
+        model, batch, gates, steppers = steppers_for(name)
+        res['models'][name] = {'batch': list(SHAPES[name])}
+        for (v, p), s in steppers.items():
+            r = profile_steps(s, batch, a.steps)
+            ops = [[k, o['self_ms'], o['calls']] for k, o in r['ops'].items()][:60]   # a list: the JSON keeps the order
+            res['models'][name][f'{v}_{p}'] = {**{k: x for k, x in r.items() if k != 'ops'}, 'ops_by_self_time': ops}
+            print(f"\n{name} {v} {p}: {r['step_seconds_profiled']:.3f} s per profiled step; matrix products "
+                  f"{r['matmul_ms']:.0f} of {r['self_ms_total']:.0f} ms self time ({100 * r['matmul_share']:.0f}%)")
+            for k, ms, calls in ops[:a.top]:
+                print(f"  {k:60s} {ms:9.1f} ms  {calls:6d} calls  {100 * ms / r['self_ms_total']:5.1f}%")
+        gates.remove(); del model, steppers
     res['machine']['loadavg_end'] = os.getloadavg()
     save_json(res, a.out)
     print('\nwritten', a.out)
