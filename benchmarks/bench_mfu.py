@@ -24,8 +24,8 @@ from das.core import save_json  # noqa: E402
 from das.evaluate import code_version  # noqa: E402
 from das.dap import block_loader  # noqa: E402
 from das.data import base_model_dir, decoder_model_dir, load_corpus  # noqa: E402
-from das.family import family_of, is_causal, unit_shapes  # noqa: E402
-from das.gates import UnitGates  # noqa: E402
+from das.family import is_causal, unit_shapes  # noqa: E402
+from das.gates import UnitGates, hook_dropout_for  # noqa: E402
 from das.model import chunk_texts, load_lm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def steppers_for(name: str):
     model, batch = model_batch(name, bs, T)
     model.train(); gates = UnitGates(model)
     imp = {k: torch.rand(s, generator=torch.Generator().manual_seed(0)) for k, s in unit_shapes(model).items()}
-    extra = {'hook_dropout': 0.1} if family_of(model).dropout is None else {}   # as train_domain: a family without dropout
+    extra = {'hook_dropout': hook_dropout_for(model)} if hook_dropout_for(model) else {}   # as train_domain: a family without dropout
     steppers = {(v, p): AmpStepper(model, imp, {**VARIANTS[v], **(extra if v != 'ncl' else {})}, gates, batch_size=bs, precision=p)
                 for v in ('ncl', 'das') for p in ('fp32', 'bf16')}
     return model, batch, gates, steppers

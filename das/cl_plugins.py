@@ -120,6 +120,7 @@ class DapAdapter(Method):
     "DAP-Adapter: bottleneck adapters beside every sublayer are trained, the LM stays frozen; one adapter set for all domains."
     name = 'adapter'
     families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
+    owns = ('model', 'parameters')   # trains its own weights beside (or instead of) the LM's: never a part of a composite
     defaults = dict(size=64) # bottleneck units r per adapter
 
     def check(self):
@@ -219,6 +220,7 @@ class DapPrompt(Method):
     "DAP-Prompt: N soft prompt vectors before the input are trained, the LM stays frozen; one prompt for all domains."
     name = 'prompt'
     families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
+    owns = ('model', 'parameters')   # trains its own weights beside (or instead of) the LM's: never a part of a composite
     defaults = dict(length=50) # prompt tokens N
 
     def check(self):
@@ -346,6 +348,7 @@ class HAT(Method):
     "HAT: per-domain near-binary masks on the LM's units; the updates of units claimed by earlier domains are blocked."
     name, eval_scope = 'hat', 'task'     # end tasks are scored with their domain's mask
     families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
+    owns = ('model', 'parameters')   # trains its own weights beside (or instead of) the LM's: never a part of a composite
     defaults = dict(smax=400.0, # final slope s_max of sigmoid(s e) (Serra et al.: 400)
                     c=0.75, # weight of the sparsity regularizer (Serra et al.: 0.75)
                     emb_lr=0.01) # Adam learning rate of the task embeddings
@@ -404,6 +407,7 @@ class CPT(Method):
     "CPT: adapters on a frozen LM, their units masked per domain by HAT (the CL-plugin of Ke et al. 2022)."
     name, eval_scope = 'cpt', 'task'
     families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
+    owns = ('model', 'parameters')   # trains its own weights beside (or instead of) the LM's: never a part of a composite
     defaults = dict(size=64, # bottleneck units r per adapter
                     smax=400.0, c=0.75, emb_lr=0.01) # HAT's settings (see `hat`)
 

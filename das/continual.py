@@ -22,7 +22,7 @@ from .softmask import softmask_form
 # %% auto 0
 __all__ = ['PRECISIONS', 'METHODS', 'PLUGIN_MODULES', 'SPEC_KEYS', 'DapConfig', 'domain_blocks', 'register', 'Method', 'NCL',
            'make_method', 'Run', 'check_order', 'run_continual', 'method_params_of', 'smoke_model_dir', 'Base', 'One',
-           'Pool', 'DAS', 'main']
+           'Pool', 'DAS', 'Composite', 'compose', 'main']
 
 # %% ../nbs/09_continual.ipynb
 PRECISIONS = ('fp32', 'bf16')
@@ -109,6 +109,9 @@ class Method:
                            # 'task': each end task is scored with its domain's ID (HAT, CPT, ELLE: das.cl_plugins.load_with_plugins)
     defaults: dict = {}    # the method's own parameters and their defaults
     families = None        # model families it runs on (das.family names; None: every family)
+    owns: tuple = ()       # what it takes over, so that two parts of a composite cannot both: 'parameters' (how the model's
+                           # parameters are updated: DAS's soft-mask), 'model' (it changes the model or what a checkpoint holds:
+                           # adapters, prompts, HAT, CPT, ELLE; never combined). Overriding `blocks` owns the batch.
 
     def __init__(self, **params):
         bad = sorted(set(params) - set(self.defaults))
@@ -126,6 +129,7 @@ class Method:
     def after_domain(self, run): pass
     def save_state(self, folder: Path): pass                # files the next domain (or a resumed run) needs
     def load_state(self, folder: Path, run): pass
+    def plugins(self) -> list: return [self]               # the objects train_domain calls (extra_loss, after_backward, attach_optimizer)
     def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
 @register
@@ -135,18 +139,21 @@ class NCL(Method):
 
 PLUGIN_MODULES = ('das.baselines', 'das.cl_plugins', 'das.elle')   # modules that register more methods, imported on first use
 
+def _import_plugins():
+    import importlib
+    for mod in PLUGIN_MODULES:
+        try: importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod: raise
+
 def make_method(name: str, # a registered name, or an alias
                 params: dict | None = None, # its parameters; `method: <registered name>` makes `name` an alias
                ) -> Method:
     "The Method registered as `name` (or as `params['method']`), built with `params`."
     params = dict(params or {})
     base = params.pop('method', name)
-    if base not in METHODS:
-        import importlib
-        for mod in PLUGIN_MODULES:
-            try: importlib.import_module(mod)
-            except ModuleNotFoundError as e:
-                if e.name != mod: raise
+    if isinstance(base, (list, tuple)): return compose(name, base, params)   # several plugins on one loop
+    if base not in METHODS: _import_plugins()
     if base not in METHODS:
         raise DasError(f"unknown method {base!r}", f"use one of: {', '.join(sorted(METHODS))} (or add one with @register)")
     m = METHODS[base](**params)
@@ -260,7 +267,7 @@ def run_continual(method, # a Method, or a registered name
             hist = train_domain(model, tok, blocks, steps=kw.pop('steps'), batch_size=cfg.batch_size, lr=cfg.lr,
                                 warmup_ratio=cfg.warmup_ratio, seed=cfg.seed * 1000 + t, accelerator=accelerator,
                                 mlm_probability=cfg.mlm_probability, weight_decay=cfg.weight_decay,
-                                max_grad_norm=cfg.max_grad_norm, plugins=[method], progress=progress,
+                                max_grad_norm=cfg.max_grad_norm, plugins=method.plugins(), progress=progress,
                                 desc=f'{manifest["method"]} {t}:{label}', **kw)
         run.history = hist
         method.after_domain(run)
@@ -325,7 +332,7 @@ class Pool(Method):
 @register
 class DAS(Method):
     "DAS: soft-masking by accumulated unit importance and contrastive integration; ablations by parameters."
-    name = 'das'
+    name, owns = 'das', ('parameters',)   # the soft-mask decides how far each unit's parameters move
     defaults = dict(init=True, softmask='update', importance='proxy', contrast='full', lam=1.0, tau=0.05,
                     contrast_rows=None, general_corpus='general', grad_views=1, n_positions=16, normalize='paper',
                     strength=1.0)   # the soft mask protects with min(1, strength x importance): the trade-off curve's knob
@@ -378,6 +385,81 @@ class DAS(Method):
     def load_state(self, folder, run):
         self.acc, meta = load_importance(folder/'importance_accumulated.pt', run.model, with_meta=True)
         self.last, self.parts = load_importance(folder/'importance_domain.pt', run.model), meta['domains']
+
+# %% ../nbs/09_continual.ipynb
+class Composite(Method):
+    "Several plugins on one loop: each moment calls the parts in order (`method: [das, replay]` in params.yaml)."
+    def __init__(self, parts: list): # Method instances (see `compose`)
+        self.parts = list(parts)
+        self.name = '+'.join(p.name for p in self.parts)
+        self.params = {p.name: p.params for p in self.parts}
+        fams = [set(p.families) for p in self.parts if p.families is not None]
+        self.families = tuple(sorted(set.intersection(*fams))) if fams else None
+        self.check()
+
+    def check(self):
+        names = [p.name for p in self.parts]
+        if not names: raise DasError("a composite method with no part", "list at least one method, e.g. method: [das, replay]")
+        if len(set(names)) < len(names): raise DasError(f"a composite names a method twice ({names})", "name each part once")
+        for p in self.parts:
+            why = ("never trains" if not p.trains else f"is evaluated with eval_scope {p.eval_scope!r}" if p.eval_scope != 'all'
+                   else "trains its own stages" if type(p).stages is not Method.stages
+                   else "changes the model or what its checkpoints hold" if 'model' in p.owns else None)
+            if why: raise DasError(f"method {p.name!r} {why}: it cannot be a part of the composite {self.name!r}",
+                                   "combine methods that train the plain LM on the domains in order (ncl, das, replay, kd, ewc, derpp)")
+        for res, owners in (('batch', [p.name for p in self.parts if type(p).blocks is not Method.blocks]),
+                            ('parameters', [p.name for p in self.parts if 'parameters' in p.owns])):
+            if len(owners) > 1:
+                raise DasError(f"{' and '.join(owners)} both own the {res} (composite {self.name!r})",
+                               f"keep one of {', '.join(owners)}")
+        if self.families == (): raise DasError(f"the parts of {self.name!r} run on no common model family", "combine methods of one family")
+
+    def plugins(self): return list(self.parts)
+    def before_run(self, run):
+        for p in self.parts: p.before_run(run)
+    def before_domain(self, run):
+        for p in self.parts: p.before_domain(run)
+    def train_kwargs(self, run):
+        kw = {}
+        for p in self.parts:
+            k = p.train_kwargs(run)
+            clash = sorted(set(kw) & set(k))
+            if clash: raise DasError(f"{p.name!r} sets {clash} of train_domain, which an earlier part sets too (composite {self.name!r})",
+                                     "combine methods that set different training options")
+            kw.update(k)
+        return kw
+    def blocks(self, run, n):
+        own = [p for p in self.parts if type(p).blocks is not Method.blocks]
+        return (own[0] if own else super()).blocks(run, n)
+    def after_domain(self, run):
+        for p in self.parts: p.after_domain(run)
+    def save_state(self, folder):
+        for p in self.parts: p.save_state(folder)
+    def load_state(self, folder, run):
+        for p in self.parts: p.load_state(folder, run)
+    def __repr__(self): return f"Composite({', '.join(map(repr, self.parts))})"
+
+def compose(label: str, # the name in params.yaml (e.g. das_replay)
+            names, # registered method names, in the order their moments run
+            params: dict | None = None, # flat parameters (each goes to the part that declares it), or {part: {...}}
+           ) -> Composite:
+    "A `Composite` of the registered methods `names`, each built with the parameters routed to it."
+    names = [names] if isinstance(names, str) else list(names)
+    _import_plugins()
+    bad = [n for n in names if not isinstance(n, str) or n not in METHODS]
+    if bad: raise DasError(f"unknown method(s) {bad} in the composite {label!r}", f"use registered names: {', '.join(sorted(METHODS))}")
+    params, routed = dict(params or {}), {n: {} for n in names}
+    for n in names:
+        if isinstance(params.get(n), dict): routed[n].update(params.pop(n))
+    for k, v in params.items():
+        owners = [n for n in names if k in METHODS[n].defaults]
+        if not owners: raise DasError(f"no part of {label!r} ({', '.join(names)}) has a parameter {k!r}", "check its spelling, or drop it")
+        if len(owners) > 1: raise DasError(f"parameter {k!r} of {label!r} belongs to {' and '.join(owners)}",
+                                           f"write it under one part, e.g. {owners[0]}: {{{k}: {v!r}}}")
+        routed[owners[0]][k] = v
+    m = Composite([METHODS[n](**routed[n]) for n in names])
+    m.label = label
+    return m
 
 # %% ../nbs/09_continual.ipynb
 SPEC_KEYS = ('method', 'params', 'order', 'model_dir', 'out_dir', 'config', 'general_importance')

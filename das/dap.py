@@ -14,9 +14,9 @@ from datasets import Dataset
 from transformers import get_linear_schedule_with_warmup
 from tqdm.auto import tqdm
 from .core import DasError, set_seed
-from .family import family_of, is_causal
+from .family import is_causal
 from .model import chunk_texts, encode, mlm_loss_from_hidden
-from .gates import UnitGates, unit_shapes
+from .gates import UnitGates, hook_dropout_for, unit_shapes
 from .importance import compute_importance, normalize, unmasked_ids
 from .softmask import SoftMask, softmask_form, softmask_pairs
 from .contrast import contrastive_loss, gather_rows, pool
@@ -274,7 +274,7 @@ def train_domain(model: nn.Module, # masked LM, trained in place
                                           f"use a multiple of {world}")
     causal = is_causal(model)
     blocks = texts if isinstance(texts, Dataset) else chunk_texts(tokenizer, texts, max_len, causal=causal)
-    if hook_dropout is None: hook_dropout = 0.1 if contrast and family_of(model).dropout is None else 0.0   # the Llama family
+    if hook_dropout is None: hook_dropout = hook_dropout_for(model, contrast)   # 0.1 for the Llama family (no dropout of its own)
     set_seed(seed); torch.manual_seed(seed + rank)
     masked_ids = {id(p) for p, _ in pairs} if form == 'grad' else set()     # the gradient form: no decay on masked slices
     params = [p for p in model.parameters() if p.requires_grad]

@@ -191,6 +191,7 @@ class ELLE(Method):
     "ELLE: grow the LM function-preservingly before each new domain, recover on memory, a prompt per domain, replay."
     name, eval_scope = 'elle', 'task'      # end tasks are scored with their domain's prompt
     families = ('bert',)   # built on BERT's module layout (adapters after attention.output / output, encoder masks); refused on decoders
+    owns = ('model', 'parameters')   # trains its own weights beside (or instead of) the LM's: never a part of a composite
     defaults = dict(width=64, # FFN neurons added per layer at each growth (int, or a list repeated over growths)
                     depth=[0, 1], # layers inserted at each growth (int or repeated list; [0, 1]: one layer every second growth)
                     recovery_steps=8, # MLM steps on the memory of earlier domains right after a growth (0: none)

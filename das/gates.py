@@ -12,7 +12,7 @@ from .core import DasError
 from .family import KINDS, family_of, head_dim, layers_of, submodule, unit_shapes
 
 # %% auto 0
-__all__ = ['encoder_layers', 'bit_dropout', 'UnitGates']
+__all__ = ['HOOK_DROPOUT', 'encoder_layers', 'bit_dropout', 'UnitGates', 'hook_dropout_for']
 
 # %% ../nbs/03_gates.ipynb
 def encoder_layers(model: nn.Module): # a BERT/RoBERTa model (masked LM, classifier or bare)
@@ -180,3 +180,12 @@ class UnitGates:
     def __enter__(self): return self
     def __exit__(self, *exc): self.remove()
     def __repr__(self): return f"UnitGates({', '.join(f'{k}={s}' for k, s in self.shapes.items())})"
+
+# %% ../nbs/03_gates.ipynb
+HOOK_DROPOUT = 0.1   # the dropout rate at the hook points, where the family has none of its own
+
+def hook_dropout_for(model, # a model (or config) of a supported family
+                     needed: bool = True, # does the loss need two different passes (the KL proxy, the contrast)?
+                    ) -> float:
+    "The hook dropout rate for `model`: `HOOK_DROPOUT` if needed and the family has no dropout of its own (Llama), else 0."
+    return HOOK_DROPOUT if needed and family_of(model).dropout is None else 0.0

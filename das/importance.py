@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from .core import DasError, atomic_write
-from .family import family_of, is_causal
-from .gates import KINDS, UnitGates, unit_shapes
+from .family import is_causal
+from .gates import KINDS, UnitGates, hook_dropout_for, unit_shapes
 from .model import encode, head_of
 
 # %% auto 0
@@ -115,7 +115,7 @@ def compute_importance(model, # masked or causal LM of a supported family (das.f
     if loss == 'kl' and not dropout:
         raise DasError("the KL proxy with dropout off is identically 0 (the reference code's eval-mode bug)",
                        "leave dropout=None or True for loss='kl'")
-    if hook_dropout is None: hook_dropout = 0.1 if loss == 'kl' and family_of(model).dropout is None else 0.0   # the Llama family
+    if hook_dropout is None: hook_dropout = hook_dropout_for(model, loss == 'kl')   # 0.1 for the Llama family (no dropout of its own)
     gates, was_training = UnitGates(model), model.training
     acc = {k: torch.zeros(s) for k, s in gates.shapes.items()}
     n = n_tok = 0; lsum = 0.0; t0 = time.perf_counter()
