@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from safetensors.torch import load_file, save_file
 from .core import DasError, load_json, save_json
-from .model import encoder_of, load_mlm
+from .model import encoder_of, load_lm, load_mlm
 from .gates import UnitGates, encoder_layers, unit_shapes
 from .softmask import MaskedStep, SoftMask
 from .continual import Method, register
@@ -468,8 +468,8 @@ def needs_domain(meta: dict) -> bool:
 
 def load_with_plugins(checkpoint_dir, # a checkpoint folder written by run_continual (or any model folder)
                       domain: str | None = None, # HAT/CPT: the domain whose mask to apply (other plugins ignore it)
-                      **kw) -> tuple: # passed to das.model.load_mlm (e.g. verbose=False, dropout=...)
-    "The checkpoint's masked LM with its plugin weights (adapters, prompt, HAT masks) attached, and its tokenizer."
+                      **kw) -> tuple: # passed to das.model.load_lm / load_mlm (e.g. verbose=False, dropout=...)
+    "The checkpoint's LM with its plugin weights (adapters, prompt, HAT masks: masked LMs) attached, and its tokenizer."
     ck = Path(checkpoint_dir)
     meta = load_json(ck/PLUGIN_FILE) if (ck/PLUGIN_FILE).exists() else None
     if meta is not None and needs_domain(meta) and domain is None:
@@ -486,8 +486,8 @@ def load_with_plugins(checkpoint_dir, # a checkpoint folder written by run_conti
             raise DasError(f"checkpoint {ck} was written by plugin {meta['plugin']!r}, which has no loader",
                            "import the module that registers it (@register_loader) before loading")
     if meta is not None and meta['plugin'] in LOADERS: return LOADERS[meta['plugin']](ck, meta, domain, **kw)
+    if meta is None: return load_lm(ck, **kw)               # a plain checkpoint of any family (a decoder too)
     model, tok = load_mlm(ck, **kw)
-    if meta is None: return model, tok
     p = meta['params']
     if meta['plugin'] in ('adapter', 'cpt'):
         st = AdapterStack.for_model(model, p['size']).attach(model)

@@ -472,9 +472,11 @@ def curve_shape(tradeoff: dict, curve: str = 'ncl', metric: str = 'general_forge
     sl = [(f2 - f1) / (a2 - a1) for (a1, f1), (a2, f2) in zip(pts, pts[1:]) if a2 > a1]
     return ('convex' if all(x < y for x, y in zip(sl, sl[1:])) else 'concave' if all(x > y for x, y in zip(sl, sl[1:])) else 'mixed')
 
-def warmup_tail(history, # the warm-up's curve, metrics/warmup_history.csv as a DataFrame (step, loss, split)
+def warmup_tail(history, # the warm-up's curve as a DataFrame: (step, loss, split), or the decoder's (step, dev_loss, train_loss)
                 frac: float = 0.25) -> dict | None: # the last fraction of its steps to look at
     "How much the warm-up's held-out general loss still fell over its last `frac` of steps: {'step0', 'loss0', 'step1', 'loss1', 'drop'}."
+    if 'split' not in history and 'dev_loss' in history:     # the decoder's recovery warm-up (02b) records its dev loss per round
+        history = history.assign(loss=history['dev_loss'], split='heldout').dropna(subset=['loss'])
     h = history[history['split'] == 'heldout'].sort_values('step')
     if len(h) < 2: return None
     end = h.iloc[-1]; before = h[h['step'] <= end['step'] * (1 - frac)]

@@ -20,7 +20,11 @@ SMOKE = {
     'general_importance': {'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
     'llm': {'warmup': {'model_path': '', 'batch_size': 4, 'max_len': 32, 'eval_every': 2, 'max_steps': 4, 'dev_docs': 8,
                        'dev_blocks': 4, 'heldout_blocks': 4, 'max_train_docs': 40},   # '': a tiny Llama with SmolLM2's tokenizer
-            'general_importance': {'batch_size': 4, 'max_len': 32, 'importance_batches': 1}},
+            'general_importance': {'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
+            'methods': ['base', 'das_replay'], 'seeded': ['das_replay'], 'seeds': [1],   # a composite, and a second seed
+            'continual': {'order': ['movie', 'toy'], 'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
+            'evaluate': {'max_train': 32, 'max_test': 32, 'mlm_max_blocks': 4},
+            'report': {'methods': ['base', 'das_replay']}},
     'custom_domains': {'toy': {'corpus': 'custom_inputs/toy/texts', 'task': 'custom_inputs/toy/labels.csv'}},
     'continual': {'order': ['movie', 'toy'], 'steps': 2, 'batch_size': 4, 'max_len': 32, 'importance_batches': 1},
     'study': {'methods': ['base', 'ncl', 'das']},
@@ -31,6 +35,8 @@ SMOKE = {
 }
 QUICK = {'report_quick'} | {f'{s}_quick@{m}' for s in ('train', 'evaluate') for m in ('base', 'das')}
 LLM = {'warmup_llm', 'general_importance_llm'}   # the decoder's general LM and its importance (tiny Llama with SmolLM2's tokenizer here)
+LLM_STUDY = ({'report_llm', 'train_llm_seed@das_replay-1', 'evaluate_llm_seed@das_replay-1'}   # the decoder profile on the tiny Llama
+             | {f'{s}_llm@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'das_replay')})
 
 
 def overlay(d: dict, o: dict) -> dict:
@@ -108,7 +114,11 @@ def studied(repo):
 def test_repro_status_noop_and_selective_rerun(repo, studied):
     out = studied
     stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'ncl', 'das')}
-    assert ran(out) == stages | QUICK | LLM, out[-2000:]
+    assert ran(out) == stages | QUICK | LLM | LLM_STUDY, out[-2000:]
+    llm = json.loads((repo/'llm'/'results'/'eval'/'das_replay.json').read_text())
+    assert llm['domain_tasks'] == ['movie', 'toy'] and len(llm['rows']) == 2                 # the decoder's composite, evaluated
+    assert 'das_replay' in (repo/'llm'/'table.md').read_text()
+    assert (repo/'llm'/'results'/'seed1'/'eval'/'das_replay.json').exists()
     for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
               'results/table.md', 'runs/report.ipynb', 'plots/warmup.png', 'plots/report/accuracy_matrices.png',
               'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy', '_site/index.html', '_site/runs/report.html',
