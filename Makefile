@@ -64,12 +64,12 @@ sync-check: env
 
 ## test: sync check, pytest over tests/, and every notebook (heavy cells flagged `slow` are skipped)
 test: data sync-check
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests --durations=25
 	$(BIN)/nbdev_test --n_workers 0 --timing   # serial: one torch import for all notebooks, faster here
 
 ## test-slow: the same with the heavy notebook cells too
 test-slow: data
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests --durations=25
 	$(BIN)/nbdev_test --n_workers 0 --flags slow --timing
 
 ## bench: benchmarks (figures and ratios printed from one run)
