@@ -69,7 +69,7 @@ test: data sync-check
 
 ## test-slow: the same with the heavy notebook cells too
 test-slow: data
-	$(BIN)/pytest -q tests --durations=25
+	$(BIN)/pytest -q tests --durations=25 -m "slow or not slow"   # the slow tests too (pytest.ini deselects them)
 	$(BIN)/nbdev_test --n_workers 0 --flags slow --timing
 
 ## bench: benchmarks (figures and ratios printed from one run)

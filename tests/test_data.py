@@ -122,8 +122,9 @@ def test_cli_verify():
     assert r.returncode == 0 and 'data OK' in r.stdout, r.stderr
 
 
+@pytest.mark.slow   # `make data` on a fresh clone fetches and checks the same md5 (so `make test` there has done it); `make test-slow` reruns it
 def test_fresh_fetch_reproduces_md5(tmp_path):
-    # uses the download cache (filled by `make data`); about 25 s on 2 cores
+    # uses the download cache (filled by `make data`); about 30 s on 2 cores
     out = D.fetch(tmp_path / 'data', quiet=True)
     assert D.dir_md5(out) == D.dvc_md5(ROOT / 'data.dvc')
     assert not [p for p in tmp_path.iterdir() if p.name != 'data']      # no temp folder left behind

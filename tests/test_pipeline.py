@@ -152,8 +152,17 @@ def test_repro_status_noop_and_selective_rerun(repo, studied):
 
 
 def test_exp_run_set_param(repo, studied):
+    "`dvc exp run -S` sets one parameter and reruns exactly the stages that read it (here the quick profile's evaluation)."
+    out = sh(repo, 'dvc', 'exp', 'run', '-S', 'quick.evaluate.mlm_max_blocks=2', '-n', 'fewer_quick_blocks')
+    assert ran(out) == {'evaluate_quick@base', 'evaluate_quick@das', 'report_quick'}, out[-2000:]
+    assert 'fewer_quick_blocks' in sh(repo, 'dvc', 'exp', 'list')
+
+
+@pytest.mark.slow   # eleven evaluate stages and three reports (about 4 min): `make test-slow`
+def test_exp_run_set_shared_param(repo, studied):
+    "A parameter every profile's evaluation reads (`evaluate`, overlaid by quick.evaluate and llm.evaluate) reruns all of them."
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
-    llm = {s for s in LLM_STUDY if s.startswith('evaluate') or s == 'report_llm'}   # the decoder's evaluate overlays `evaluate` too
+    llm = {s for s in LLM_STUDY if s.startswith('evaluate') or s == 'report_llm'}
     assert ran(out) == {'evaluate@base', 'evaluate@ncl', 'evaluate@das', 'report', 'docs', 'evaluate_quick@base', 'evaluate_quick@das', 'report_quick'} | llm, out[-2000:]
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
 
