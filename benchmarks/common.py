@@ -23,6 +23,19 @@ def study_params() -> dict:
     return yaml.safe_load((ROOT/'params.yaml').read_text())
 
 
+PROFILES = ('study', 'llm')   # the masked-LM study (params.yaml as it is) and the decoder profile (its `llm` overlays)
+
+
+def profile_params(profile: str = 'study', params: dict | None = None) -> dict:
+    "params.yaml for a profile: 'llm' overlays llm.continual on `continual` and llm.evaluate on `evaluate` (as its stages do)."
+    p = dict(params or study_params())
+    if profile not in PROFILES: raise DasError(f"unknown profile {profile!r}", f"use one of: {', '.join(PROFILES)}")
+    if profile == 'llm':
+        p['continual'] = {**p['continual'], **p['llm']['continual']}
+        p['evaluate'] = {**p.get('evaluate', {}), **p['llm'].get('evaluate', {})}
+    return p
+
+
 def dap_config(params: dict | None = None, **over) -> DapConfig:
     "The study's shared settings (params.yaml `continual`, the seed from `base`) with `over` on top."
     p = params or study_params()

@@ -11,15 +11,17 @@ import torch
 from .core import DasError, atomic_dir, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['PAPER', 'PAPER_ROWS', 'EQUIVALENCE', 'START', 'END', 'BLOCKS', 'IMPORTANCE_FILES', 'ROLE', 'FIGURES_RECORD',
-           'FIGURE_MAX_BYTES', 'UPDATE_RATIO_VS', 'load_results', 'forward_transfer_vs_base', 'paper_row', 'claims',
-           'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims', 'run_label', 'results_table',
-           'code_note', 'update_readme', 'markers', 'splice_readme', 'main', 'importance_trajectory', 'protected_share',
-           'cosine_matrix', 'export_importance', 'save_figure', 'protocol_comparison', 'protocol_gap',
-           'protocol_markdown', 'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown', 'current_results',
-           'at_equal_adaptation', 'curve_shape', 'warmup_tail', 'conclusion', 'input_hash', 'save_small_png',
-           'record_figure', 'check_figures', 'update_ratio_curves', 'figure_stability_plasticity', 'figure_forgetting',
-           'figure_importance_growth', 'figure_update_ratio', 'findings', 'timings_markdown']
+__all__ = ['PAPER', 'PAPER_ROWS', 'SEED_METRICS', 'EQUIVALENCE', 'START', 'END', 'BLOCKS', 'IMPORTANCE_FILES', 'ROLE',
+           'FIGURES_RECORD', 'FIGURE_MAX_BYTES', 'UPDATE_RATIO_VS', 'load_results', 'forward_transfer_vs_base',
+           'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims',
+           'load_seed_results', 'knowledge_vs_seeds', 'beyond_noise', 'seed_comparisons', 'seeds_markdown', 'run_label',
+           'results_table', 'code_note', 'update_readme', 'markers', 'splice_readme', 'main', 'importance_trajectory',
+           'protected_share', 'cosine_matrix', 'export_importance', 'save_figure', 'protocol_comparison',
+           'protocol_gap', 'protocol_markdown', 'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown',
+           'current_results', 'at_equal_adaptation', 'seed_of', 'seed_groups', 'at_equal_adaptation_seeds',
+           'curve_shape', 'warmup_tail', 'conclusion', 'input_hash', 'save_small_png', 'record_figure', 'check_figures',
+           'update_ratio_curves', 'figure_stability_plasticity', 'figure_forgetting', 'figure_importance_growth',
+           'figure_update_ratio', 'findings', 'timings_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -166,6 +168,91 @@ def knowledge_claims(results: dict) -> list:
             add(f'ablation {m} costs knowledge ({m} final held-out loss > DAS)', 'yes: every ablation below full DAS (Table 3)',
                 f"{m} - DAS final loss {_pm(d)} nats", _verdict(d, '>0'))
     return out
+
+# %% ../nbs/10_report.ipynb
+from .evaluate import _ACC_SIGN, _combo, _mean_over, knowledge_terms
+
+def load_seed_results(results_dir, # seed 0's evaluation files (09c_evaluate), one per method
+                      seeds_dir, # the other seeds': seeds_dir/seed<k>/eval/<method>.json; '' or missing: none
+                      methods) -> dict: # method names
+    "{seed: {method: results}}: seed 0 from results_dir, seed k from seeds_dir/seed<k>/eval when it has one of `methods`."
+    out = {0: load_results(results_dir, methods)[0]}
+    if not seeds_dir or not Path(seeds_dir).is_dir(): return out
+    for d in Path(seeds_dir).glob('seed*/eval'):
+        if not re.fullmatch(r'seed\d+', d.parent.name): continue
+        got = load_results(d, methods)[0]
+        if got: out[int(d.parent.name[4:])] = got
+    return dict(sorted(out.items()))
+
+def _seed_pairs(by_seed, a, b):
+    "The seeds at which both a and b have results: [(seed, results_a, results_b)]."
+    return [(s, r[a], r[b]) for s, r in sorted(by_seed.items()) if a in r and b in r]
+
+def knowledge_vs_seeds(runs_a: list, # method A's results, one per training seed
+                       runs_b: list, # method B's results at the same seeds, in the same order
+                       general, # general_row(results): the general LM's evaluation (shared by every seed)
+                       scale_b: float = 1.0, what: str = 'loss') -> dict:
+    "{metric: {'mean', 'se', 'se_blocks', 'se_seeds', 'df', 'seeds', 'per_seed'}}: A - scale_b B, paired over blocks within a seed, then over seeds."
+    if not runs_a or len(runs_a) != len(runs_b):
+        raise DasError(f"{len(runs_a)} runs of A for {len(runs_b)} of B", "pass one result per seed for both methods, seeds in the same order")
+    s = (lambda m: 1) if what == 'loss' else _ACC_SIGN.get
+    terms = [[knowledge_terms(r['rows'], general, r['order']) for r in (a, b)] for a, b in zip(runs_a, runs_b)]
+    return {m: _over_seeds([[ta[m][j] + [(-scale_b * c, blk) for c, blk in tb[m][j]] for j in range(len(ta[m]))] for ta, tb in terms],
+                           s(m), what)
+            for m in terms[0][0] if m in terms[0][1]}
+
+def _over_seeds(terms: list, # terms[k][j]: seed k's difference on corpus j, as [(coefficient, blocks)] (das.evaluate._combo)
+                sign: int = 1, what: str = 'loss') -> dict:
+    "{'mean', 'se', 'se_blocks', 'se_seeds', 'df', 'seeds', 'per_seed'}: the mean over seeds of per-seed paired differences, two-part SE."
+    S = len(terms)
+    per_seed = np.array([_mean_over([(sign * v, se) for v, se in (_combo(t, what) for t in tk)])['mean'] for tk in terms])
+    avg = [sum(([(c / S, b) for c, b in tk[j]] for tk in terms), []) for j in range(len(terms[0]))]   # the seed-averaged difference, per corpus
+    blk = _mean_over([(sign * v, se) for v, se in (_combo(t, what) for t in avg)])
+    se_seeds = float(per_seed.std(ddof=1) / np.sqrt(S)) if S > 1 else float('nan')
+    se = float(np.sqrt(blk['se'] ** 2 + (se_seeds ** 2 if S > 1 else 0.0)))
+    df = float('inf') if S == 1 or se_seeds == 0 else (S - 1) * (se / se_seeds) ** 4
+    return {'mean': blk['mean'], 'se': se, 'se_blocks': blk['se'], 'se_seeds': se_seeds, 'df': df, 'seeds': S,
+            'per_seed': [float(x) for x in per_seed]}
+
+def beyond_noise(d: dict) -> bool: # a knowledge_vs_seeds entry
+    "|mean| > c se, c the two-sided 95% Student-t value at d['df'] degrees of freedom (at least 2)."
+    from scipy.stats import t
+    c = 2.0 if d['df'] == float('inf') else max(2.0, float(t.ppf(0.975, d['df'])))
+    return abs(d['mean']) > c * d['se']
+
+SEED_METRICS = ('adaptation', 'general_forgetting', 'domain_forgetting')
+
+def seed_comparisons(by_seed: dict, # load_seed_results
+                     pairs, # [(A, B)]: the comparisons A - B to make
+                     metrics=SEED_METRICS) -> list:
+    "[{'a', 'b', 'metric', 'seeds', 'seed0', 'all', 'survives'}] for every pair with results at seed 0 and at least one other seed."
+    G = general_row(by_seed.get(0, {}))
+    out = []
+    for a, b in pairs:
+        ps = _seed_pairs(by_seed, a, b)
+        if G is None or len(ps) < 2 or ps[0][0] != 0: continue
+        one = knowledge_vs(ps[0][1], ps[0][2], G)
+        allk = knowledge_vs_seeds([p[1] for p in ps], [p[2] for p in ps], G)
+        for m in metrics:
+            if m not in allk: continue
+            d0, dk = one[m], allk[m]
+            sign0 = abs(d0['mean']) > 2 * d0['se']
+            out.append({'a': a, 'b': b, 'metric': m, 'seeds': [p[0] for p in ps], 'seed0': {k: d0[k] for k in ('mean', 'se')},
+                        'all': dk, 'survives': bool(sign0 and beyond_noise(dk) and np.sign(dk['mean']) == np.sign(d0['mean']))})
+    return out
+
+def seeds_markdown(rows: list) -> str: # seed_comparisons output
+    "Markdown: each comparison with seed 0's block SE and all seeds' SE (its block and seed parts), and whether it survives."
+    if not rows: return ''
+    out = ('\nAcross training seeds (paired over blocks within a seed, then over seeds; nats, A - B; '
+           '`se` combines `se_blocks` and `se_seeds`):\n\n| A - B | metric | seed 0 | seeds | all seeds | se_blocks | se_seeds | survives seeds |\n'
+           '|---|---|---|---|---|---|---|---|\n')
+    for r in rows:
+        d = r['all']
+        out += (f"| {r['a']} - {r['b']} | {r['metric'].replace('_', ' ')} | {_pm(r['seed0'])} | {', '.join(map(str, r['seeds']))} | "
+                f"{_pm(d)} | {d['se_blocks']:.4f} | {d['se_seeds']:.4f} | {'yes' if r['survives'] else 'no'} |\n")
+    return out
+
 
 # %% ../nbs/10_report.ipynb
 def _fmt(s, digits=4): return '' if s is None else f"{s['mean']:.{digits}f} +- {s['std']:.{digits}f}"
@@ -425,20 +512,47 @@ def at_equal_adaptation(tradeoff: dict, # benchmarks/results/tradeoff.json (benc
                         curve: str = 'ncl', # the method whose configs draw the curve (NCL over its learning rate)
                         metric: str = 'general_forgetting') -> dict | None:
     "config's `metric` minus the curve's at the same adaptation (linear between its two neighbours), paired block by block; None off the curve."
+    eq = _equal_terms(tradeoff, config, curve, metric)
+    if eq is None: return None                          # outside the curve's range: no extrapolation
+    terms, info = eq
+    d = _mean_over([_combo(t) for t in terms])
+    return {'mean': d['mean'], 'se': d['se'], **info}
+
+def seed_of(c: dict) -> int: # a trade-off config
+    "Its training seed (benchmarks/tradeoff.py's `seed=K`; 0 when the file predates seeds)."
+    return int(c.get('seed', (c.get('config') or {}).get('seed', 0)))
+
+def _equal_terms(tradeoff, config, curve, metric):
+    "(per-corpus terms of config's metric minus the curve's at config's adaptation, info), or None off the curve; the curve of config's own seed."
     C, G, order = tradeoff['configs'], tradeoff['general'], tradeoff['order']
     if config not in C: raise DasError(f"no config {config!r} in the trade-off file", f"use one of: {', '.join(C)}")
-    a = C[config]['knowledge']['adaptation']['mean']
-    pts = sorted((c['knowledge']['adaptation']['mean'], n) for n, c in C.items() if c['method'] == curve and n != config)
+    a, s = C[config]['knowledge']['adaptation']['mean'], seed_of(C[config])
+    pts = sorted((c['knowledge']['adaptation']['mean'], n) for n, c in C.items() if c['method'] == curve and n != config and seed_of(c) == s)
     seg = next(((p, q) for p, q in zip(pts, pts[1:]) if p[0] <= a <= q[0]), None)
-    if seg is None: return None                         # outside the curve's range: no extrapolation
+    if seg is None: return None
     (a1, n1), (a2, n2) = seg
     w = (a2 - a) / (a2 - a1) if a2 > a1 else 1.0        # the curve's point = w x n1 + (1 - w) x n2
     terms = lambda n: knowledge_terms(C[n]['rows'], G, order, metrics=(metric,))[metric]
-    parts = [_combo(x + [(-w * c, b) for c, b in y] + [(-(1 - w) * c, b) for c, b in z]) for x, y, z in zip(terms(config), terms(n1), terms(n2))]
-    d = _mean_over(parts)
+    parts = [x + [(-w * c, b) for c, b in y] + [(-(1 - w) * c, b) for c, b in z] for x, y, z in zip(terms(config), terms(n1), terms(n2))]
     curve_value = w * C[n1]['knowledge'][metric]['mean'] + (1 - w) * C[n2]['knowledge'][metric]['mean']
-    return {'mean': d['mean'], 'se': d['se'], 'adaptation': a, 'between': [n1, n2], 'weight': w, 'curve': curve_value,
-            'value': C[config]['knowledge'][metric]['mean']}
+    return parts, {'adaptation': a, 'between': [n1, n2], 'weight': w, 'curve': curve_value, 'value': C[config]['knowledge'][metric]['mean'], 'seed': s}
+
+def seed_groups(tradeoff: dict) -> dict: # benchmarks/results/tradeoff.json
+    "{seed-0 config: [it and its reruns with other training seeds, by seed]}: the same method, parameters and settings but the seed."
+    C = tradeoff.get('configs', {})
+    key = lambda c: (c['method'], json.dumps(c.get('params'), sort_keys=True),
+                     json.dumps({k: v for k, v in (c.get('config') or {}).items() if k != 'seed'}, sort_keys=True))
+    out = {}
+    for n, c in C.items():
+        if seed_of(c) == 0: out[n] = [n] + sorted((m for m, d in C.items() if seed_of(d) != 0 and key(d) == key(c)), key=lambda m: seed_of(C[m]))
+    return out
+
+def at_equal_adaptation_seeds(tradeoff: dict, configs: list, # one config per training seed (seed_groups)
+                              curve: str = 'ncl', metric: str = 'general_forgetting') -> dict | None:
+    "Each config against the curve of its own seed, then over seeds (knowledge_vs_seeds' two-part SE); None when one is off its curve."
+    got = [_equal_terms(tradeoff, n, curve, metric) for n in configs]
+    if any(g is None for g in got): return None
+    return {**_over_seeds([g[0] for g in got]), 'configs': list(configs), 'per_seed_info': [g[1] for g in got]}
 
 ROLE = {'head': 'attention heads', 'intermediate': 'FFN units', 'output': 'FFN-output units'}
 
@@ -467,7 +581,8 @@ def _headline(K, eq, others=None) -> str | None:
 
 def curve_shape(tradeoff: dict, curve: str = 'ncl', metric: str = 'general_forgetting') -> str | None:
     "'convex' / 'concave' / 'mixed' when the curve's slopes (forgetting per unit of adaptation) all rise / all fall / neither; None below 3 points."
-    pts = sorted((c['knowledge']['adaptation']['mean'], c['knowledge'][metric]['mean']) for c in tradeoff['configs'].values() if c['method'] == curve)
+    pts = sorted((c['knowledge']['adaptation']['mean'], c['knowledge'][metric]['mean']) for c in tradeoff['configs'].values()
+                 if c['method'] == curve and seed_of(c) == 0)   # seed 0's curve
     if len(pts) < 3: return None
     sl = [(f2 - f1) / (a2 - a1) for (a1, f1), (a2, f2) in zip(pts, pts[1:]) if a2 > a1]
     return ('convex' if all(x < y for x, y in zip(sl, sl[1:])) else 'concave' if all(x > y for x, y in zip(sl, sl[1:])) else 'mixed')
@@ -507,6 +622,12 @@ def conclusion(results: dict, # {method: results} of the report (current_results
                        f"{_word(d['domain_forgetting'])} domain knowledge ({_pm(d['domain_forgetting'])}), while it adapts "
                        f"{_word(d['adaptation'], 'less', 'more', 'as much')} ({kd_['adaptation']['mean']:.4f} vs {K[ref]['adaptation']['mean']:.4f} nats, "
                        f"{_pct(kd_['adaptation']['mean'], K[ref]['adaptation']['mean'])}).")
+        if full('das_replay') and full('replay'):      # two plugins on one loop: does the soft-mask add anything to replay?
+            d = knowledge_vs(results['das_replay'], results['replay'], G)
+            out.append(f"- **Does soft-masking add to replay?** ({nd}-domain run, paired; das_replay is DAS's soft-mask and contrast on "
+                       f"replay's loop): das_replay forgets {_word(d['general_forgetting'])} general knowledge than replay "
+                       f"(das_replay - replay {_pm(d['general_forgetting'])} nats) and {_word(d['domain_forgetting'])} domain knowledge "
+                       f"({_pm(d['domain_forgetting'])}), and adapts {_word(d['adaptation'], 'less', 'more', 'as much')} ({_pm(d['adaptation'])}).")
         dv = {m: knowledge_vs(results[m], results['das'], G) for m in results if m != 'das' and full(m)}   # method - DAS
         axes = lambda d: tuple(_word(d[k]) for k in ('adaptation', 'general_forgetting', 'domain_forgetting'))
         better = [m for m, d in dv.items() if axes(d) == ('more', 'less', 'less')]
@@ -517,11 +638,11 @@ def conclusion(results: dict, # {method: results} of the report (current_results
     C = (tradeoff or {}).get('configs', {})
     on_curve = 'das_s1' in C
     FM = ('general_forgetting', 'domain_forgetting')
-    das_cfg = sorted((n for n, c in C.items() if c['method'] == 'das'), key=lambda n: -C[n]['knowledge']['adaptation']['mean']) if on_curve else []
+    das_cfg = sorted((n for n, c in C.items() if c['method'] == 'das' and seed_of(c) == 0), key=lambda n: -C[n]['knowledge']['adaptation']['mean']) if on_curve else []
     eqs = {n: {m: at_equal_adaptation(tradeoff, n, 'ncl', m) for m in FM} for n in das_cfg}
     eq = eqs.get('das_s1', {})
     if on_curve:
-        ncl_a = sorted(c['knowledge']['adaptation']['mean'] for c in C.values() if c['method'] == 'ncl')
+        ncl_a = sorted(c['knowledge']['adaptation']['mean'] for c in C.values() if c['method'] == 'ncl' and seed_of(c) == 0)
         head = (f"- **At equal adaptation** (first two domains, NCL over its learning rate: adaptation {ncl_a[0]:.4f} to {ncl_a[-1]:.4f} nats; "
                 f"DAS at its default strength adapts {C['das_s1']['knowledge']['adaptation']['mean']:.4f}): ") if ncl_a else '- **At equal adaptation**: '
         if all(v is None for v in eq.values()):
@@ -530,6 +651,18 @@ def conclusion(results: dict, # {method: results} of the report (current_results
             out.append(head + '; '.join(f"{m.replace('_', ' ')}: DAS {v['value']:.4f}, NCL at the same adaptation {v['curve']:.4f}, "
                                         f"DAS - NCL {_pm(v)} nats ({_word(v, 'DAS forgets less', 'DAS forgets more', 'within 2 SE')})"
                                         for m, v in eq.items() if v) + '.')
+        reruns = seed_groups(tradeoff).get('das_s1', [])
+        if len(reruns) > 1:                             # DAS at its default strength with other training seeds, each on its seed's curve
+            es = {m: at_equal_adaptation_seeds(tradeoff, reruns, 'ncl', m) for m in FM}
+            if all(v is None for v in es.values()):
+                out.append(f"- **Across {len(reruns)} training seeds**: a seed's DAS run lies outside its seed's NCL curve, so no seed-inclusive comparison.")
+            else:
+                out.append(f"- **Across {len(reruns)} training seeds** (each DAS run on the NCL curve of its own seed, then over seeds; the SE has a "
+                           "block part and a seed part): " + '; '.join(
+                               f"{m.replace('_', ' ')} DAS - NCL {_pm(v)} (blocks {v['se_blocks']:.4f}, seeds {v['se_seeds']:.4f}; per seed "
+                               f"{', '.join(f'{x:+.4f}' for x in v['per_seed'])}): "
+                               + ("beyond noise, " + _word(v, 'DAS forgets less', 'DAS forgets more') if beyond_noise(v) else 'within noise')
+                               for m, v in es.items() if v) + '.')
         if len(das_cfg) > 1:
             def one(n):
                 k, e = C[n]['knowledge'], eqs[n]

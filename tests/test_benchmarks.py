@@ -57,3 +57,32 @@ def test_minus_is_the_paired_difference_per_token():
     assert minus(a, b)['mean'] == pytest.approx(1.0)
     assert minus(b, {'loss_sum': [[1.0, 1.5]], 'n': [[2, 3]]}) == {'mean': pytest.approx(0.5), 'se': pytest.approx(0.0)}
     with pytest.raises(DasError, match='same blocks'): minus(a, {'loss_sum': [[1.0]], 'n': [[1]]})
+
+
+def test_profile_params_overlays_the_decoder_groups():
+    "common.profile_params('llm'): llm.continual over `continual`, llm.evaluate over `evaluate`, as the decoder's stages do."
+    from common import profile_params
+    p = study_params()
+    q = profile_params('llm', p)
+    assert q['continual'] == {**p['continual'], **p['llm']['continual']} and q['continual']['order'] == p['llm']['continual']['order']
+    assert q['evaluate']['mlm_max_blocks'] == p['llm']['evaluate']['mlm_max_blocks']
+    assert profile_params('study', p) == p and p['continual'] != q['continual']     # the study's params untouched
+    with pytest.raises(DasError, match='unknown profile'): profile_params('gpt', p)
+
+
+def test_tradeoff_scores_a_finished_run_only_when_it_matches(tmp_path):
+    "benchmarks/tradeoff.py's run=FOLDER: a pipeline run stands for a config only with the same method, parameters, settings and order."
+    from tradeoff import check_run
+    from das.continual import make_method
+    from das.core import save_json
+    p = study_params()
+    cfg = dap_config(p)
+    m = make_method('ncl')
+    man = {'method': 'ncl', 'params': m.params, 'order': ['movie', 'computing'], 'config': cfg.record(),
+           'checkpoints': [{'t': 0}, {'t': 1}]}
+    save_json(man, tmp_path/'run'/'run.json')
+    assert check_run(tmp_path/'run', m, cfg, ['movie', 'computing']) == tmp_path/'run'
+    with pytest.raises(DasError, match='config differ'): check_run(tmp_path/'run', m, dap_config(p, lr=3e-4), ['movie', 'computing'])
+    with pytest.raises(DasError, match='method'): check_run(tmp_path/'run', make_method('das'), cfg, ['movie', 'computing'])
+    with pytest.raises(DasError, match='2 checkpoints for 3'): check_run(tmp_path/'run', m, cfg, ['movie', 'computing', 'pubmed77'])
+    with pytest.raises(DasError, match='no finished run'): check_run(tmp_path/'nothing', m, cfg, ['movie'])

@@ -118,7 +118,7 @@ def test_repro_status_noop_and_selective_rerun(repo, studied):
     llm = json.loads((repo/'llm'/'results'/'eval'/'das_replay.json').read_text())
     assert llm['domain_tasks'] == ['movie', 'toy'] and len(llm['rows']) == 2                 # the decoder's composite, evaluated
     assert 'das_replay' in (repo/'llm'/'table.md').read_text()
-    assert (repo/'llm'/'results'/'seed1'/'eval'/'das_replay.json').exists()
+    assert (repo/'llm'/'results'/'seeds'/'seed1'/'eval'/'das_replay.json').exists()
     for p in ('models/general', 'models/importance_general.pt', 'results/eval/das.json',
               'results/table.md', 'runs/report.ipynb', 'plots/warmup.png', 'plots/report/accuracy_matrices.png',
               'data_custom/toy/task_test.jsonl', 'models/runs/das/1-toy', '_site/index.html', '_site/runs/report.html',
