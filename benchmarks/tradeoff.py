@@ -32,9 +32,8 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from common import ROOT, dap_config, heldout_blocks, method_params, parse_spec, profile_params, score  # noqa: E402
 from das.continual import make_method, run_continual  # noqa: E402
-from das.core import load_json, save_json  # noqa: E402
+from das.core import DasError, load_json, save_json  # noqa: E402
 from das.evaluate import knowledge  # noqa: E402
-from das.core import DasError  # noqa: E402
 from das.model import load_lm  # noqa: E402
 
 DEFAULT = ['ncl_lr3e-5=ncl,lr=3e-5', 'ncl_lr5e-5=ncl,lr=5e-5', 'ncl_lr1e-4=ncl', 'ncl_lr3e-4=ncl,lr=3e-4',   # 5e-5: where DAS's points fall

@@ -217,7 +217,7 @@ def _over_seeds(terms: list, # terms[k][j]: seed k's difference on corpus j, as 
 def beyond_noise(d: dict) -> bool: # a knowledge_vs_seeds entry
     "|mean| > c se, c the two-sided 95% Student-t value at d['df'] degrees of freedom (at least 2)."
     from scipy.stats import t
-    c = 2.0 if d['df'] == float('inf') else max(2.0, float(t.ppf(0.975, d['df'])))
+    c = max(2.0, float(t.ppf(0.975, d['df'])))         # df = inf: 1.96, so 2
     return abs(d['mean']) > c * d['se']
 
 SEED_METRICS = ('adaptation', 'general_forgetting', 'domain_forgetting')
@@ -500,8 +500,6 @@ def cost_markdown(df, # cost_table output
     return out + '\n'
 
 # %% ../nbs/10_report.ipynb
-from .evaluate import _combo, _mean_over, knowledge_terms
-
 def current_results(results: dict) -> tuple: # {method: results} (load_results)
     "({method: results} that carry a code label, [methods left out]): a result from before the code labels is never shown."
     kept = {m: r for m, r in results.items() if r.get('code')}
