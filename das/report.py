@@ -303,7 +303,9 @@ def code_note(results: dict, # {method: results}
     return line + ": not proven equivalent (rerun the stages, or pass the pinned test and record it in " + EQUIVALENCE + ").\n"
 
 START, END = '<!-- results:start -->', '<!-- results:end -->'
-BLOCKS = {'findings': 'findings.md', 'timings': None}   # the README's other generated blocks: <!-- NAME:start --> ... <!-- NAME:end -->
+BLOCKS = {'findings': 'findings.md',            # the README's other generated blocks: <!-- NAME:start --> ... <!-- NAME:end -->,
+          'findings_llm': '../llm/findings.md',   # each from a file beside the table (the decoder profile's report writes llm/findings.md)
+          'timings': None}
 
 def update_readme(table: str, # markdown to put between the markers
                   path='README.md', # the README (or the results page)
@@ -323,8 +325,12 @@ def splice_readme(table, # the report's full block (results/table.md); findings.
     "Splice the generated blocks: findings and timings into the README, the full table into the results page (and the README, if it has the markers)."
     table, readme = Path(table), Path(readme)
     text, done = readme.read_text(encoding='utf-8'), []
-    for name, f in BLOCKS.items():
-        if markers(name)[0] not in text: continue
+    todo = [(n, f) for n, f in BLOCKS.items() if markers(n)[0] in text]
+    for name, f in todo:                                  # every block's file first: nothing is written if one is missing
+        if f is not None and not (table.parent/f).exists():
+            raise DasError(f"{readme} has a {name} block but {table.parent/f} does not exist", "run the report stage that writes it first "
+                           "(dvc repro report for results/findings.md, dvc repro report_llm for llm/findings.md)")
+    for name, f in todo:
         body = timings_markdown(readme.parent) if f is None else (table.parent/f).read_text(encoding='utf-8')
         update_readme(body, readme, *markers(name)); done.append(f'{readme}: {name}')
     page = table.parent/'README.md'
@@ -560,6 +566,11 @@ def _word(d: dict, lower: str = 'less', higher: str = 'more', same: str = 'as mu
 
 def _pct(a, b): return f"{a / b:.0%}" if b else 'n/a'
 
+def _span(tradeoff) -> str: # benchmarks/results/tradeoff.json
+    "The trade-off curves' domains in words: 'the first two domains'."
+    n = len(tradeoff.get('order', []))
+    return f"the first {dict(enumerate(['no', 'one', 'two', 'three', 'four', 'five', 'six'])).get(n, n)} domains"
+
 def _headline(K, eq, others=None) -> str | None:
     "The direct answer to 'does DAS work here?': from `eq` ({metric: at_equal_adaptation}) when DAS is on NCL's curve, else a pointer."
     got = {m.split('_')[0]: _word(v) for m, v in eq.items() if v}
@@ -641,7 +652,7 @@ def conclusion(results: dict, # {method: results} of the report (current_results
     eq = eqs.get('das_s1', {})
     if on_curve:
         ncl_a = sorted(c['knowledge']['adaptation']['mean'] for c in C.values() if c['method'] == 'ncl' and seed_of(c) == 0)
-        head = (f"- **At equal adaptation** (first two domains, NCL over its learning rate: adaptation {ncl_a[0]:.4f} to {ncl_a[-1]:.4f} nats; "
+        head = (f"- **At equal adaptation** ({_span(tradeoff)}, NCL over its learning rate: adaptation {ncl_a[0]:.4f} to {ncl_a[-1]:.4f} nats; "
                 f"DAS at its default strength adapts {C['das_s1']['knowledge']['adaptation']['mean']:.4f}): ") if ncl_a else '- **At equal adaptation**: '
         if all(v is None for v in eq.values()):
             out.append(head + "DAS's adaptation lies outside NCL's curve, so the curves cannot compare them at equal adaptation.")
@@ -674,6 +685,15 @@ def conclusion(results: dict, # {method: results} of the report (current_results
             out.append("- NCL's forgetting grows faster than its adaptation (" + ' and '.join(m.replace('_', ' ') for m, v in shapes.items() if v == 'convex')
                        + " convex over its learning rate): the straight line between two NCL runs lies above NCL's curve, so the "
                        "comparison at equal adaptation, if anything, favours DAS there.")
+    if 'das_replay' in C:                                 # does the soft-mask add to replay, at replay's adaptation?
+        er = {m: at_equal_adaptation(tradeoff, 'das_replay', 'replay', m) for m in FM}
+        if all(v is None for v in er.values()):
+            out.append("- **das_replay at equal adaptation**: its adaptation lies outside replay's learning-rate curve, so the curves cannot compare them.")
+        else:
+            out.append(f"- **das_replay at equal adaptation** ({_span(tradeoff)}, replay over its learning rate; das_replay adapts "
+                       f"{C['das_replay']['knowledge']['adaptation']['mean']:.4f}): " + '; '.join(
+                           f"{m.replace('_', ' ')}: das_replay {v['value']:.4f}, replay at the same adaptation {v['curve']:.4f}, das_replay - replay "
+                           f"{_pm(v)} nats ({_word(v, 'das_replay forgets less', 'das_replay forgets more', 'within 2 SE')})" for m, v in er.items() if v) + '.')
     if 'das' in results and 'ncl' in results:
         v, d = _cmp(mf1('das'), mf1('ncl'))
         apart = abs(d) > max(mf1('das')['std'], mf1('ncl')['std'])
@@ -816,7 +836,7 @@ def figure_stability_plasticity(results: dict, # {method: results} (current_resu
     out = sorted(set(K) - set(inframe))
     C = (tradeoff or {}).get('configs', {})
     fig, axs = plt.subplots(1, 3 if C else 2, figsize=(15 if C else 10, 4.4))
-    hi = {'das': 'C3', 'ncl': 'C0', 'replay': 'C2', 'derpp': 'C2', 'kd': 'C8', 'ewc': 'C9', 'das_gradmask': 'C1', 'das_random': 'C4'}
+    hi = {'das': 'C3', 'ncl': 'C0', 'replay': 'C2', 'derpp': 'C2', 'kd': 'C8', 'ewc': 'C9', 'das_gradmask': 'C1', 'das_random': 'C4', 'das_replay': 'C5'}
     for ax, y, lab in zip(axs, ('general_forgetting', 'domain_forgetting'), ('general forgetting', 'domain forgetting')):
         for m, k in inframe.items():
             if y not in k: continue
@@ -836,8 +856,8 @@ def figure_stability_plasticity(results: dict, # {method: results} (current_resu
             pts = sorted(pts, key=lambda p: p[1]['adaptation']['mean'])
             ax.errorbar([p[1]['adaptation']['mean'] for p in pts], [p[1]['general_forgetting']['mean'] for p in pts],
                         yerr=[2 * p[1]['general_forgetting']['se'] for p in pts], fmt='-', marker='o', ms=4, capsize=2, color=hi.get(f, 'grey'),
-                        label={'ncl': 'NCL over its learning rate', 'das': 'DAS over its mask strength'}.get(f, f))
-        ax.set(xlabel='adaptation (nats)', ylabel='general forgetting (nats)', title='at equal adaptation: first two domains')
+                        label={'ncl': 'NCL over its learning rate', 'das': 'DAS over its mask strength', 'replay': 'replay over its learning rate'}.get(f, f))
+        ax.set(xlabel='adaptation (nats)', ylabel='general forgetting (nats)', title=f'at equal adaptation: {_span(tradeoff)}')
         ax.grid(alpha=.3); ax.legend(fontsize=8, loc='upper left')
     fig.tight_layout()
     fig.text(0.01, -0.03, 'error bars: 2 standard errors over held-out blocks (paired comparisons in the text are tighter)', fontsize=8, color='dimgrey')
@@ -893,7 +913,8 @@ def findings(results: dict, # {method: results} (current_results)
              tradeoff: dict | None = None, # benchmarks/results/tradeoff.json, or None
              protected: dict | None = None, # protected_share of DAS's last accumulated importance, or None
              train_seconds: dict | None = None, # {method: the train stage's wall seconds} (metrics/train)
-             decoder: dict | None = None) -> str: # benchmarks/results/softmask_evidence_llm.json, or None
+             decoder: dict | None = None, # benchmarks/results/softmask_evidence_llm.json, or None
+             seeds: list | None = None) -> str: # seed_comparisons over the profile's training seeds, or None
     "The study's answer in a few short lines for the README's first screen, every number computed from the data: markdown."
     G, out = general_row(results), []
     K = {m: method_knowledge(r, G) for m, r in results.items()} if G is not None else {}
@@ -906,9 +927,15 @@ def findings(results: dict, # {method: results} (current_results)
         g, d = eq['general_forgetting'], eq['domain_forgetting']
         got = {'general': _word(g), 'domain': _word(d)}
         ans = 'Yes' if set(got.values()) == {'less'} else 'Partly' if 'less' in got.values() else 'No'
-        out.append(f"**Does DAS protect knowledge? {ans}.** At the same adaptation as NCL (naive continual MLM, placed on its "
-                   f"learning-rate curve over the first two domains), DAS forgets {got['general']} general knowledge "
+        out.append(f"**Does DAS protect knowledge? {ans}.** At the same adaptation as NCL (naive continual pre-training, placed on its "
+                   f"learning-rate curve over {_span(tradeoff)}), DAS forgets {got['general']} general knowledge "
                    f"(DAS - NCL {_pm(g)} nats) and {got['domain']} domain knowledge ({_pm(d)}).")
+        reruns = seed_groups(tradeoff).get('das_s1', [])
+        es = {m: at_equal_adaptation_seeds(tradeoff, reruns, 'ncl', m) for m in eq} if len(reruns) > 1 else {}
+        if es and all(es.values()):
+            out.append(f"Across {len(reruns)} training seeds (each DAS run on its own seed's NCL curve; the SE includes the seeds' spread): "
+                       + ', '.join(f"{m.split('_')[0]} DAS - NCL {_pm(v)} ({_word(v, 'less', 'more') if beyond_noise(v) else 'within noise'})"
+                                   for m, v in es.items()) + '.')
     if full('das') and full('ncl'):
         v = knowledge_vs(results['das'], results['ncl'], G)
         out.append(f"Over the {nd} domains DAS forgets {_word(v['general_forgetting'])} general ({_pm(v['general_forgetting'])} nats) and "
@@ -919,6 +946,18 @@ def findings(results: dict, # {method: results} (current_results)
         if better:
             out.append(f"{' and '.join(_LAB.get(m, m) for m in better)} beat{'s' if len(better) == 1 else ''} DAS on all three measures at once: "
                        "{} adapt more and forget less general and less domain knowledge (each beyond 2 SE).".format('it' if len(better) == 1 else 'they'))
+    if full('das_replay') and full('replay'):
+        r = knowledge_vs(results['das_replay'], results['replay'], G)
+        line = (f"Does soft-masking add to replay? Over the {nd} domains das_replay (DAS's mask and contrast on replay's loop) forgets "
+                f"{_word(r['general_forgetting'])} general ({_pm(r['general_forgetting'])} nats) and {_word(r['domain_forgetting'])} domain "
+                f"knowledge ({_pm(r['domain_forgetting'])}) than replay and adapts {_word(r['adaptation'], 'less', 'more', 'as much')} "
+                f"({_pm(r['adaptation'])})")
+        er = {m: at_equal_adaptation(tradeoff, 'das_replay', 'replay', m) for m in ('general_forgetting', 'domain_forgetting')} \
+             if tradeoff and 'das_replay' in tradeoff.get('configs', {}) else {}
+        if er and all(er.values()):
+            line += ("; at replay's adaptation (its learning-rate curve) " + ', '.join(
+                f"{m.split('_')[0]} das_replay - replay {_pm(v)} ({_word(v, 'less', 'more', 'within 2 SE')})" for m, v in er.items()))
+        out.append(line + '.')
     if protected:
         line = (f"Importance saturates: after the last domain, importance above 0.5 covers "
                 + ', '.join(f"{v:.0%} of the {ROLE.get(k, k)}" for k, v in protected.items()))
@@ -929,19 +968,26 @@ def findings(results: dict, # {method: results} (current_results)
         out.append(line + '.')
     if full('das') and full('das_gradmask') and full('ncl'):
         n = knowledge_vs(results['das_gradmask'], results['ncl'], G)
-        out.append("The reference code's soft-mask (on the gradient, before AdamW) protects almost nothing: das_gradmask - NCL general "
-                   f"forgetting {_pm(n['general_forgetting'])} nats ({_word(n['general_forgetting'], 'less', 'more', 'within 2 SE')}), against DAS - NCL above; our mask scales AdamW's update instead.")
+        w = _word(n['general_forgetting'], 'less', 'more', 'within 2 SE')
+        lead = {'within 2 SE': 'protects almost nothing', 'more': 'does not protect general knowledge', 'less': 'protects some general knowledge'}[w]
+        out.append(f"The reference code's soft-mask (on the gradient, before AdamW) {lead}: das_gradmask - NCL general "
+                   f"forgetting {_pm(n['general_forgetting'])} nats ({w}), against DAS - NCL above; our mask scales AdamW's update instead.")
     ts = train_seconds or {}
     if 'das' in ts and 'das_nocontrast' in ts and 'das_nocontrast' in results:
         tr = lambda m: results[m]['summary'].get('trec_macro_f1')
         line = f"The contrastive term costs {ts['das'] / ts['das_nocontrast']:.1f}x das_nocontrast's training time"
         if tr('das') and tr('das_nocontrast'):
-            line += (f" and lowers the general-knowledge probe (TREC macro-F1 {tr('das')['mean']:.4f} +- {tr('das')['std']:.4f} vs "
-                     f"{tr('das_nocontrast')['mean']:.4f} +- {tr('das_nocontrast')['std']:.4f} without it)")
+            a, b = tr('das'), tr('das_nocontrast')
+            move = 'leaves' if abs(a['mean'] - b['mean']) <= max(a['std'], b['std']) else 'lowers' if a['mean'] < b['mean'] else 'raises'
+            spread = " within its seeds' spread" if move == 'leaves' else ''
+            line += (f" and {move} the general-knowledge probe{spread} "
+                     f"(TREC macro-F1 {a['mean']:.4f} +- {a['std']:.4f} vs {b['mean']:.4f} +- {b['std']:.4f} without it)")
         out.append(line + '.')
     if 'das' in results and 'ncl' in results:
         mf1 = lambda m: results[m]['summary']['macro_f1']['final_average']
-        out.append(f"The frozen end-task probe barely moves: final average macro-F1 DAS {mf1('das')['mean']:.4f} +- {mf1('das')['std']:.4f}, "
+        gap = max(abs(mf1(m)['mean'] - mf1('base')['mean']) for m in ('das', 'ncl')) if 'base' in results else None
+        how = f"moves by at most {gap:.4f} from the general LM's" if gap is not None else 'of DAS and NCL'
+        out.append(f"The frozen end-task probe {how}: final average macro-F1 DAS {mf1('das')['mean']:.4f} +- {mf1('das')['std']:.4f}, "
                    f"NCL {mf1('ncl')['mean']:.4f} +- {mf1('ncl')['std']:.4f}" +
                    (f", the general LM {mf1('base')['mean']:.4f} +- {mf1('base')['std']:.4f}" if 'base' in results else '') + '.')
     if decoder:
@@ -949,6 +995,13 @@ def findings(results: dict, # {method: results} (current_results)
         out.append(f"On a real decoder (SmolLM2-135M, one domain, {c['steps']} steps) the update mask forgets less general knowledge than NCL "
                    f"({_pm({'mean': p['update_mask - ncl']['diff'], 'se': p['update_mask - ncl']['se']})} nats), the gradient mask "
                    f"next to nothing ({_pm({'mean': p['grad_mask - ncl']['diff'], 'se': p['grad_mask - ncl']['se']})}).")
+    if seeds:                                             # which one-seed differences (beyond 2 block SEs) hold across the seeds
+        lab = lambda r: f"{r['a']} - {r['b']} {r['metric'].replace('_', ' ')} {_pm(r['all'])}"
+        claimed = [r for r in seeds if abs(r['seed0']['mean']) > 2 * r['seed0']['se']]
+        kept, lost = [r for r in claimed if r['survives']], [r for r in claimed if not r['survives']]
+        n = max(len(r['seeds']) for r in seeds)
+        out.append(f"Across {n} training seeds (SE over blocks and seeds), of the one-seed differences beyond 2 SE these survive: "
+                   f"{'; '.join(map(lab, kept)) or 'none'}" + (f"; these do not: {'; '.join(map(lab, lost))}" if lost else '') + '.')
     return '\n'.join(_bullet(s) for s in out) + '\n' if out else ''
 
 # %% ../nbs/10_report.ipynb
