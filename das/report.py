@@ -11,9 +11,9 @@ import torch
 from .core import DasError, atomic_dir, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['PAPER', 'PAPER_ROWS', 'SEED_METRICS', 'EQUIVALENCE', 'START', 'END', 'BLOCKS', 'IMPORTANCE_FILES', 'ROLE',
+__all__ = ['PAPER', 'PAPER_ROWS', 'COMBINED', 'SEED_METRICS', 'EQUIVALENCE', 'START', 'END', 'BLOCKS', 'IMPORTANCE_FILES', 'ROLE',
            'FIGURES_RECORD', 'FIGURE_MAX_BYTES', 'UPDATE_RATIO_VS', 'load_results', 'forward_transfer_vs_base',
-           'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims',
+           'is_ablation', 'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims',
            'load_seed_results', 'knowledge_vs_seeds', 'beyond_noise', 'seed_comparisons', 'seeds_markdown', 'run_label',
            'results_table', 'code_note', 'update_readme', 'markers', 'splice_readme', 'main', 'importance_trajectory',
            'protected_share', 'cosine_matrix', 'export_importance', 'save_figure', 'protocol_comparison',
@@ -71,9 +71,16 @@ PAPER_ROWS = {   # where each of our methods appears in the DAS paper, with the 
     'cpt': 'not a baseline there', 'elle': 'not a baseline there',
 }
 
+COMBINED = {'das_replay': "not in the paper: DAS's soft-mask and contrast on replay's loop"}   # DAS composed with another plugin
+
+def is_ablation(method: str) -> bool:
+    "A variant of DAS with a part changed or removed (das_*), not DAS composed with another method (COMBINED)."
+    return method.startswith('das_') and method not in COMBINED
+
 def paper_row(method: str) -> str:
     "What the DAS paper reports for `method` (an ablation: its Table 3), or '' for a method it does not know."
-    if method.startswith('das_'): return 'ablation (Table 3)'
+    if method in COMBINED: return COMBINED[method]
+    if is_ablation(method): return 'ablation (Table 3)'
     return PAPER_ROWS.get(method, '')
 
 def claims(results: dict, # {method: results} (load_results)
@@ -96,7 +103,7 @@ def claims(results: dict, # {method: results} (load_results)
         if 'das' in S and ref in S:
             v, d = _cmp(fa('das'), fa(ref)); add(f'DAS final average > {ref}', f"{fa('das')['mean']:.4f} vs {fa(ref)['mean']:.4f} ({d:+.4f})", v)
     for m in sorted(S):
-        if m.startswith('das_') and 'das' in S:
+        if is_ablation(m) and 'das' in S:
             v, d = _cmp(fa('das'), fa(m)); add(f'ablation {m} costs something (DAS > {m})', f"{fa('das')['mean']:.4f} vs {fa(m)['mean']:.4f} ({d:+.4f})", v)
     return out
 
@@ -163,7 +170,7 @@ def knowledge_claims(results: dict) -> list:
             add(f'DAS forgets less general knowledge than {ref} at equal adaptation', 'not reported' if ref == 'replay' else f"yes (Table 1: DAS > {_LAB[ref]})",
                 f"DAS - {ref}: general forgetting {_pm(g)}, adaptation {_pm(a)}", v)
     for m in sorted(results):
-        if m.startswith('das_') and ok(m):
+        if is_ablation(m) and ok(m):
             d = knowledge_vs(results[m], das, G)['final_loss_all']
             add(f'ablation {m} costs knowledge ({m} final held-out loss > DAS)', 'yes: every ablation below full DAS (Table 3)',
                 f"{m} - DAS final loss {_pm(d)} nats", _verdict(d, '>0'))
@@ -700,7 +707,7 @@ def conclusion(results: dict, # {method: results} of the report (current_results
         out.append(f"- **End tasks** (frozen probe, final average macro-F1 over the {len(results['das'].get('domain_tasks', []))} domain tasks): DAS {mf1('das')['mean']:.4f} +- "
                    f"{mf1('das')['std']:.4f} vs NCL {mf1('ncl')['mean']:.4f} +- {mf1('ncl')['std']:.4f} ({d:+.4f}): "
                    + (f"{'DAS' if d > 0 else 'NCL'} scores higher, beyond the probe seeds' spread." if apart else "within the probe seeds' spread, so the end tasks do not tell DAS and NCL apart."))
-    abl = [m for m in results if m.startswith('das_') and full(m) and full('das')]
+    abl = [m for m in results if is_ablation(m) and full(m) and full('das')]
     if abl:
         ds = {m: dv[m] for m in abl}                    # method - DAS, computed above
         w = lambda d: _word(d, 'less', 'more', 'within 2 SE')
@@ -828,11 +835,11 @@ def _knowledge_points(results):
 
 def figure_stability_plasticity(results: dict, # {method: results} (current_results)
                                 tradeoff: dict | None = None, # benchmarks/results/tradeoff.json, or None
-                                min_adaptation: float = 0.3): # methods that adapt less (parameter isolation) are left out of frame
+                                min_adaptation: float | None = 0.3): # methods that adapt less (parameter isolation) are left out of frame; None: none
     "The headline figure: general and domain forgetting against adaptation per method (+- 2 SE), and NCL's and DAS's trade-off curves."
     import matplotlib.pyplot as plt
     K = _knowledge_points(results)
-    inframe = {m: k for m, k in K.items() if k['adaptation']['mean'] >= min_adaptation}
+    inframe = {m: k for m, k in K.items() if min_adaptation is None or k['adaptation']['mean'] >= min_adaptation}
     out = sorted(set(K) - set(inframe))
     C = (tradeoff or {}).get('configs', {})
     fig, axs = plt.subplots(1, 3 if C else 2, figsize=(15 if C else 10, 4.4))
@@ -982,6 +989,11 @@ def findings(results: dict, # {method: results} (current_results)
             spread = " within its seeds' spread" if move == 'leaves' else ''
             line += (f" and {move} the general-knowledge probe{spread} "
                      f"(TREC macro-F1 {a['mean']:.4f} +- {a['std']:.4f} vs {b['mean']:.4f} +- {b['std']:.4f} without it)")
+        if full('das') and full('das_nocontrast'):      # what the contrast does to knowledge: das_nocontrast - DAS
+            c = knowledge_vs(results['das_nocontrast'], results['das'], G)
+            line += (f"; without it DAS adapts {_word(c['adaptation'], 'less', 'more', 'as much')} ({_pm(c['adaptation'])} nats) and forgets "
+                     f"{_word(c['general_forgetting'])} general ({_pm(c['general_forgetting'])}) and {_word(c['domain_forgetting'])} "
+                     f"domain knowledge ({_pm(c['domain_forgetting'])})")
         out.append(line + '.')
     if 'das' in results and 'ncl' in results:
         mf1 = lambda m: results[m]['summary']['macro_f1']['final_average']

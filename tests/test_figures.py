@@ -50,3 +50,11 @@ def test_update_ratio_data_is_what_05_softmask_computes():
     for opt, forms in got['curves'].items():
         for f, (v,) in forms.items():
             assert abs(v - data['curves'][opt][f][data['importance'].index(0.9)]) < 1e-6, (opt, f)
+
+
+def test_the_decoder_profiles_figures_are_recorded_and_current():
+    fig = ROOT/'llm'/'figures'                     # drawn by report_llm (params.yaml llm.report.figures_dir)
+    rec = json.loads((fig/FIGURES_RECORD).read_text())
+    assert {'stability_plasticity.png', 'knowledge_forgetting.png'} <= set(rec), "rerun `dvc repro -s report_llm`"
+    assert check_figures(fig, ROOT) == []
+    assert {p.name for p in fig.glob('*.png')} == set(rec)

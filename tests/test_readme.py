@@ -31,6 +31,8 @@ def test_findings_and_timings_are_generated():
     text = README.read_text()
     assert block(text, *markers('findings')) == (ROOT/'results'/'findings.md').read_text(), \
         "README's findings differ from results/findings.md: run `python -m das.report readme results/table.md README.md`"
+    assert block(text, *markers('findings_llm')) == (ROOT/'llm'/'findings.md').read_text(), \
+        "README's decoder findings differ from llm/findings.md: run `python -m das.report readme results/table.md README.md`"
     assert block(text, *markers('timings')) == timings_markdown(ROOT), "README's Timings differ from the stage records"
     assert block(PAGE.read_text(), START, END) == (ROOT/'results'/'table.md').read_text(), "results/README.md's table is stale"
     assert text.count('| step | time |') == 1, "one Timings table"
@@ -40,6 +42,8 @@ def test_findings_come_first_with_the_figure():
     text = README.read_text()
     head = text[:text.index('## Two commands')]
     assert '<!-- findings:start -->' in head and '](figures/stability_plasticity.png)' in head
+    assert '<!-- findings_llm:start -->' in head and '](llm/figures/stability_plasticity.png)' in head, "the decoder's findings and figure"
+    head = text[:text.index('](figures/stability_plasticity.png)')]   # the masked LM's findings and its figure: the first screen
     assert len(head.splitlines()) <= 50, "the findings and the headline figure fit a first screen"
 
 
@@ -48,7 +52,7 @@ def test_short_and_no_long_prose_lines():
     assert len(text.splitlines()) <= 200
     long = [l for l in prose(text) if len(l) > 120]
     assert not long, f"prose lines over 120 characters: {long}"
-    assert max(map(len, (ROOT/'results'/'findings.md').read_text().splitlines())) <= 120
+    for f in ('results/findings.md', 'llm/findings.md'): assert max(map(len, (ROOT/f).read_text().splitlines())) <= 120, f
     long = [l for l in prose(PAGE.read_text()) if len(l) > 120]
     assert not long, f"results/README.md: prose lines over 120 characters: {long}"
 
@@ -116,6 +120,14 @@ def test_quick_profile_as_the_readme_says():
     said = re.search(r'then (`base`.*?) on the first two domains', ' '.join(prose(text))).group(1)
     assert re.findall(r'`(\w+)`', said) == p['quick']['methods']
     assert p['quick']['continual']['order'] == p['continual']['order'][:2]
+
+
+def test_decoder_profile_as_the_readme_says():
+    p = yaml.safe_load((ROOT/'params.yaml').read_text())['llm']
+    said = re.search(r'on the first (\w+) domains, .*?; (`ncl`.*?) run again with other training seeds', ' '.join(prose(README.read_text())))
+    assert said, "the README describes the decoder profile"
+    assert {'two': 2, 'three': 3, 'four': 4}[said.group(1)] == len(p['continual']['order'])
+    assert re.findall(r'`(\w+)`', said.group(2)) == p['seeded']
 
 
 def test_links_and_figures_stay_inside_the_repository():
