@@ -19,9 +19,9 @@ __all__ = ['PAPER', 'PAPER_ROWS', 'COMBINED', 'SEED_METRICS', 'EQUIVALENCE', 'ST
            'protected_share', 'cosine_matrix', 'export_importance', 'save_figure', 'protocol_comparison',
            'protocol_gap', 'protocol_markdown', 'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown',
            'current_results', 'at_equal_adaptation', 'seed_of', 'seed_groups', 'at_equal_adaptation_seeds',
-           'curve_shape', 'warmup_tail', 'conclusion', 'input_hash', 'save_small_png', 'record_figure', 'check_figures',
-           'update_ratio_curves', 'figure_stability_plasticity', 'figure_forgetting', 'figure_importance_growth',
-           'figure_update_ratio', 'findings', 'timings_markdown']
+           'replay_on_curve', 'curve_shape', 'warmup_tail', 'conclusion', 'input_hash', 'save_small_png',
+           'record_figure', 'check_figures', 'update_ratio_curves', 'figure_stability_plasticity', 'figure_forgetting',
+           'figure_importance_growth', 'figure_update_ratio', 'findings', 'timings_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -573,6 +573,11 @@ def _word(d: dict, lower: str = 'less', higher: str = 'more', same: str = 'as mu
 
 def _pct(a, b): return f"{a / b:.0%}" if b else 'n/a'
 
+def replay_on_curve(tradeoff) -> dict: # benchmarks/results/tradeoff.json, or None
+    "{metric: at_equal_adaptation of das_replay on replay's learning-rate curve (None off it)} for both forgettings; {} without das_replay."
+    if not tradeoff or 'das_replay' not in tradeoff.get('configs', {}): return {}
+    return {m: at_equal_adaptation(tradeoff, 'das_replay', 'replay', m) for m in ('general_forgetting', 'domain_forgetting')}
+
 def _span(tradeoff) -> str: # benchmarks/results/tradeoff.json
     "The trade-off curves' domains in words: 'the first two domains'."
     n = len(tradeoff.get('order', []))
@@ -692,8 +697,8 @@ def conclusion(results: dict, # {method: results} of the report (current_results
             out.append("- NCL's forgetting grows faster than its adaptation (" + ' and '.join(m.replace('_', ' ') for m, v in shapes.items() if v == 'convex')
                        + " convex over its learning rate): the straight line between two NCL runs lies above NCL's curve, so the "
                        "comparison at equal adaptation, if anything, favours DAS there.")
-    if 'das_replay' in C:                                 # does the soft-mask add to replay, at replay's adaptation?
-        er = {m: at_equal_adaptation(tradeoff, 'das_replay', 'replay', m) for m in FM}
+    er = replay_on_curve(tradeoff)                      # does the soft-mask add to replay, at replay's adaptation?
+    if er:
         if all(v is None for v in er.values()):
             out.append("- **das_replay at equal adaptation**: its adaptation lies outside replay's learning-rate curve, so the curves cannot compare them.")
         else:
@@ -959,8 +964,7 @@ def findings(results: dict, # {method: results} (current_results)
                 f"{_word(r['general_forgetting'])} general ({_pm(r['general_forgetting'])} nats) and {_word(r['domain_forgetting'])} domain "
                 f"knowledge ({_pm(r['domain_forgetting'])}) than replay and adapts {_word(r['adaptation'], 'less', 'more', 'as much')} "
                 f"({_pm(r['adaptation'])})")
-        er = {m: at_equal_adaptation(tradeoff, 'das_replay', 'replay', m) for m in ('general_forgetting', 'domain_forgetting')} \
-             if tradeoff and 'das_replay' in tradeoff.get('configs', {}) else {}
+        er = replay_on_curve(tradeoff)
         if er and all(er.values()):
             line += ("; at replay's adaptation (its learning-rate curve) " + ', '.join(
                 f"{m.split('_')[0]} das_replay - replay {_pm(v)} ({_word(v, 'less', 'more', 'within 2 SE')})" for m, v in er.items()))
