@@ -11,17 +11,17 @@ import torch
 from .core import DasError, atomic_dir, atomic_write, load_json, save_json
 
 # %% auto 0
-__all__ = ['PAPER', 'PAPER_ROWS', 'COMBINED', 'SEED_METRICS', 'EQUIVALENCE', 'START', 'END', 'BLOCKS', 'IMPORTANCE_FILES', 'ROLE',
+__all__ = ['PAPER', 'PAPER_ROWS', 'SEED_METRICS', 'EQUIVALENCE', 'START', 'END', 'BLOCKS', 'IMPORTANCE_FILES', 'ROLE',
            'FIGURES_RECORD', 'FIGURE_MAX_BYTES', 'UPDATE_RATIO_VS', 'load_results', 'forward_transfer_vs_base',
-           'is_ablation', 'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs', 'knowledge_claims',
-           'load_seed_results', 'knowledge_vs_seeds', 'beyond_noise', 'seed_comparisons', 'seeds_markdown', 'run_label',
-           'results_table', 'code_note', 'update_readme', 'markers', 'splice_readme', 'main', 'importance_trajectory',
-           'protected_share', 'cosine_matrix', 'export_importance', 'save_figure', 'protocol_comparison',
-           'protocol_gap', 'protocol_markdown', 'settings_table', 'settings_markdown', 'cost_table', 'cost_markdown',
-           'current_results', 'at_equal_adaptation', 'seed_of', 'seed_groups', 'at_equal_adaptation_seeds',
-           'replay_on_curve', 'curve_shape', 'warmup_tail', 'conclusion', 'input_hash', 'save_small_png',
-           'record_figure', 'check_figures', 'update_ratio_curves', 'figure_stability_plasticity', 'figure_forgetting',
-           'figure_importance_growth', 'figure_update_ratio', 'findings', 'timings_markdown']
+           'composed_of', 'is_ablation', 'paper_row', 'claims', 'general_row', 'method_knowledge', 'knowledge_vs',
+           'knowledge_claims', 'load_seed_results', 'knowledge_vs_seeds', 'beyond_noise', 'seed_comparisons',
+           'seeds_markdown', 'run_label', 'results_table', 'code_note', 'update_readme', 'markers', 'splice_readme',
+           'main', 'importance_trajectory', 'protected_share', 'cosine_matrix', 'export_importance', 'save_figure',
+           'protocol_comparison', 'protocol_gap', 'protocol_markdown', 'settings_table', 'settings_markdown',
+           'cost_table', 'cost_markdown', 'current_results', 'at_equal_adaptation', 'seed_of', 'seed_groups',
+           'at_equal_adaptation_seeds', 'replay_on_curve', 'curve_shape', 'warmup_tail', 'conclusion', 'input_hash',
+           'save_small_png', 'record_figure', 'check_figures', 'update_ratio_curves', 'figure_stability_plasticity',
+           'figure_forgetting', 'figure_importance_growth', 'figure_update_ratio', 'findings', 'timings_markdown']
 
 # %% ../nbs/10_report.ipynb
 def load_results(results_dir, # folder of <method>.json files (09c_evaluate)
@@ -71,16 +71,19 @@ PAPER_ROWS = {   # where each of our methods appears in the DAS paper, with the 
     'cpt': 'not a baseline there', 'elle': 'not a baseline there',
 }
 
-COMBINED = {'das_replay': "not in the paper: DAS's soft-mask and contrast on replay's loop"}   # DAS composed with another plugin
+def composed_of(res: dict | None) -> list: # a method's results (load_results), or None
+    "The plugins a method runs on one loop, read from its results' record (`plugin`: 'das+replay' -> ['das', 'replay']); [] for one plugin."
+    parts = str((res or {}).get('plugin') or '').split('+')
+    return parts if len(parts) > 1 else []
 
-def is_ablation(method: str) -> bool:
-    "A variant of DAS with a part changed or removed (das_*), not DAS composed with another method (COMBINED)."
-    return method.startswith('das_') and method not in COMBINED
+def is_ablation(method: str, res: dict | None = None) -> bool: # res: its results, whose record says whether it composes plugins
+    "A variant of DAS with a part changed or removed (das_*), not DAS composed with another plugin (e.g. das_replay: [das, replay])."
+    return method.startswith('das_') and not composed_of(res)
 
-def paper_row(method: str) -> str:
+def paper_row(method: str, res: dict | None = None) -> str: # res: its results (a composition is read from them)
     "What the DAS paper reports for `method` (an ablation: its Table 3), or '' for a method it does not know."
-    if method in COMBINED: return COMBINED[method]
-    if is_ablation(method): return 'ablation (Table 3)'
+    if composed_of(res): return f"not in the paper: {' and '.join(composed_of(res))} as plugins of one loop"
+    if is_ablation(method, res): return 'ablation (Table 3)'
     return PAPER_ROWS.get(method, '')
 
 def claims(results: dict, # {method: results} (load_results)
@@ -103,7 +106,7 @@ def claims(results: dict, # {method: results} (load_results)
         if 'das' in S and ref in S:
             v, d = _cmp(fa('das'), fa(ref)); add(f'DAS final average > {ref}', f"{fa('das')['mean']:.4f} vs {fa(ref)['mean']:.4f} ({d:+.4f})", v)
     for m in sorted(S):
-        if is_ablation(m) and 'das' in S:
+        if is_ablation(m, results[m]) and 'das' in S:
             v, d = _cmp(fa('das'), fa(m)); add(f'ablation {m} costs something (DAS > {m})', f"{fa('das')['mean']:.4f} vs {fa(m)['mean']:.4f} ({d:+.4f})", v)
     return out
 
@@ -170,7 +173,7 @@ def knowledge_claims(results: dict) -> list:
             add(f'DAS forgets less general knowledge than {ref} at equal adaptation', 'not reported' if ref == 'replay' else f"yes (Table 1: DAS > {_LAB[ref]})",
                 f"DAS - {ref}: general forgetting {_pm(g)}, adaptation {_pm(a)}", v)
     for m in sorted(results):
-        if is_ablation(m) and ok(m):
+        if is_ablation(m, results[m]) and ok(m):
             d = knowledge_vs(results[m], das, G)['final_loss_all']
             add(f'ablation {m} costs knowledge ({m} final held-out loss > DAS)', 'yes: every ablation below full DAS (Table 3)',
                 f"{m} - DAS final loss {_pm(d)} nats", _verdict(d, '>0'))
@@ -232,7 +235,7 @@ SEED_METRICS = ('adaptation', 'general_forgetting', 'domain_forgetting')
 def seed_comparisons(by_seed: dict, # load_seed_results
                      pairs, # [(A, B)]: the comparisons A - B to make
                      metrics=SEED_METRICS) -> list:
-    "[{'a', 'b', 'metric', 'seeds', 'seed0', 'all', 'survives'}] for every pair with results at seed 0 and at least one other seed."
+    "[{'a', 'b', 'metric', 'seeds', 'seed0', 'all', 'claimed', 'survives'}] for pairs with results at seed 0 and another seed; claimed: seed 0 beyond 2 SE."
     G = general_row(by_seed.get(0, {}))
     out = []
     for a, b in pairs:
@@ -245,7 +248,7 @@ def seed_comparisons(by_seed: dict, # load_seed_results
             d0, dk = one[m], allk[m]
             sign0 = abs(d0['mean']) > 2 * d0['se']
             out.append({'a': a, 'b': b, 'metric': m, 'seeds': [p[0] for p in ps], 'seed0': {k: d0[k] for k in ('mean', 'se')},
-                        'all': dk, 'survives': bool(sign0 and beyond_noise(dk) and np.sign(dk['mean']) == np.sign(d0['mean']))})
+                        'all': dk, 'claimed': bool(sign0), 'survives': bool(sign0 and beyond_noise(dk) and np.sign(dk['mean']) == np.sign(d0['mean']))})
     return out
 
 def seeds_markdown(rows: list) -> str: # seed_comparisons output
@@ -284,7 +287,7 @@ def results_table(results: dict, # {method: results}
         s, k = r['summary'], (method_knowledge(r, G) if G is not None else None)
         rows.append(f"| {m} | {_se(k, 'adaptation')} | {_se(k, 'domain_forgetting')} | {_se(k, 'general_forgetting')} "
                     f"| {_fmt(s['macro_f1']['final_average'])} | {_fmt(s['macro_f1'].get('forgetting_rate'))} "
-                    f"| {_fmt(s.get('trec_macro_f1'))} | {run_label(r)} | {paper_row(m)} |")
+                    f"| {_fmt(s.get('trec_macro_f1'))} | {run_label(r)} | {paper_row(m, r)} |")
     out = head + '\n'.join(rows) + '\n'
     if claims_rows:
         out += '\n| claim | the paper | ours | reproduced? |\n|---|---|---|---|\n'
@@ -712,7 +715,7 @@ def conclusion(results: dict, # {method: results} of the report (current_results
         out.append(f"- **End tasks** (frozen probe, final average macro-F1 over the {len(results['das'].get('domain_tasks', []))} domain tasks): DAS {mf1('das')['mean']:.4f} +- "
                    f"{mf1('das')['std']:.4f} vs NCL {mf1('ncl')['mean']:.4f} +- {mf1('ncl')['std']:.4f} ({d:+.4f}): "
                    + (f"{'DAS' if d > 0 else 'NCL'} scores higher, beyond the probe seeds' spread." if apart else "within the probe seeds' spread, so the end tasks do not tell DAS and NCL apart."))
-    abl = [m for m in results if is_ablation(m) and full(m) and full('das')]
+    abl = [m for m in results if is_ablation(m, results[m]) and full(m) and full('das')]
     if abl:
         ds = {m: dv[m] for m in abl}                    # method - DAS, computed above
         w = lambda d: _word(d, 'less', 'more', 'within 2 SE')
@@ -1013,7 +1016,7 @@ def findings(results: dict, # {method: results} (current_results)
                    f"next to nothing ({_pm({'mean': p['grad_mask - ncl']['diff'], 'se': p['grad_mask - ncl']['se']})}).")
     if seeds:                                             # which one-seed differences (beyond 2 block SEs) hold across the seeds
         lab = lambda r: f"{r['a']} - {r['b']} {r['metric'].replace('_', ' ')} {_pm(r['all'])}"
-        claimed = [r for r in seeds if abs(r['seed0']['mean']) > 2 * r['seed0']['se']]
+        claimed = [r for r in seeds if r['claimed']]
         kept, lost = [r for r in claimed if r['survives']], [r for r in claimed if not r['survives']]
         n = max(len(r['seeds']) for r in seeds)
         out.append(f"Across {n} training seeds (SE over blocks and seeds), of the one-seed differences beyond 2 SE these survive: "
