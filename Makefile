@@ -63,13 +63,15 @@ sync-check: env
 	@echo "das/ matches nbs/ and notebooks are clean"
 
 ## test: sync check, pytest over tests/, and every notebook (heavy cells flagged `slow` are skipped)
+## pytest runs on two workers (pytest-xdist): the pipeline tests that share one toy study stay on one (xdist_group)
+PYTEST_WORKERS ?= 2
 test: data sync-check
-	$(BIN)/pytest -q tests --durations=25
+	$(BIN)/pytest -q tests --durations=25 -n $(PYTEST_WORKERS) --dist loadgroup
 	$(BIN)/nbdev_test --n_workers 0 --timing   # serial: one torch import for all notebooks, faster here
 
 ## test-slow: the same with the heavy notebook cells too
 test-slow: data
-	$(BIN)/pytest -q tests --durations=25 -m "slow or not slow"   # the slow tests too (pytest.ini deselects them)
+	$(BIN)/pytest -q tests --durations=25 -n $(PYTEST_WORKERS) --dist loadgroup -m "slow or not slow"   # the slow tests too (pytest.ini deselects them)
 	$(BIN)/nbdev_test --n_workers 0 --flags slow --timing
 
 ## bench: benchmarks (figures and ratios printed from one run)

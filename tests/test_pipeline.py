@@ -111,6 +111,7 @@ def studied(repo):
     return out
 
 
+@pytest.mark.xdist_group('studied')   # one toy study per worker: its tests on one worker (make test's --dist loadgroup)
 def test_repro_status_noop_and_selective_rerun(repo, studied):
     out = studied
     stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'ncl', 'das')}
@@ -151,14 +152,17 @@ def test_repro_status_noop_and_selective_rerun(repo, studied):
     sh(repo, 'git', 'add', '-A'); sh(repo, 'git', 'commit', '-qm', 'lam')
 
 
+@pytest.mark.xdist_group('studied')   # one toy study per worker: its tests on one worker (make test's --dist loadgroup)
 def test_exp_run_set_param(repo, studied):
-    "`dvc exp run -S` sets one parameter and reruns exactly the stages that read it (here the quick profile's evaluation)."
-    out = sh(repo, 'dvc', 'exp', 'run', '-S', 'quick.evaluate.mlm_max_blocks=2', '-n', 'fewer_quick_blocks')
-    assert ran(out) == {'evaluate_quick@base', 'evaluate_quick@das', 'report_quick'}, out[-2000:]
-    assert 'fewer_quick_blocks' in sh(repo, 'dvc', 'exp', 'list')
+    "`dvc exp run -S` sets one parameter and reruns exactly the stages that read it (here the quick profile's report only)."
+    out = sh(repo, 'dvc', 'exp', 'run', '-S', 'quick.report.budget_h=1.0', '-n', 'quick_budget')
+    assert ran(out) == {'report_quick'}, out[-2000:]
+    assert 'quick_budget' in sh(repo, 'dvc', 'exp', 'list')
+    assert 'quick.report.budget_h' in sh(repo, 'dvc', 'params', 'diff', 'HEAD', 'quick_budget')   # the experiment holds the new value
 
 
 @pytest.mark.slow   # eleven evaluate stages and three reports (about 4 min): `make test-slow`
+@pytest.mark.xdist_group('studied')
 def test_exp_run_set_shared_param(repo, studied):
     "A parameter every profile's evaluation reads (`evaluate`, overlaid by quick.evaluate and llm.evaluate) reruns all of them."
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'evaluate.max_test=16', '-n', 'smaller_test')
@@ -167,6 +171,7 @@ def test_exp_run_set_shared_param(repo, studied):
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
 
 
+@pytest.mark.xdist_group('studied')   # one toy study per worker: its tests on one worker (make test's --dist loadgroup)
 def test_report_rebuilds_from_git_alone(repo, studied, tmp_path):
     "A fresh clone has no models and no DVC cache: the A matrices and importance tensors in git are all the report needs."
     assert not (ROOT/'results'/'eval'/'.gitignore').exists() and not (repo/'results'/'eval'/'.gitignore').exists()
