@@ -22,8 +22,8 @@ configs are kept (the JSON is rewritten after each one) and skipped on a rerun.
 
 `--profile llm` draws the decoder's curves: params.yaml's `llm` overlays (SmolLM2 after its warm-up, its general
 importance, llm.continual's settings and order), the first three domains, next-token losses on llm.evaluate's
-held-out blocks, into benchmarks/results/tradeoff_llm.json; its default configs are NCL and replay over three learning
-rates (5e-6 to the profile's 1e-4), DAS over three mask strengths and das_replay, the profile's own runs scored, not retrained.
+held-out blocks, into benchmarks/results/tradeoff_llm.json; its default configs are NCL and replay over four learning
+rates (down to 2e-6 and 1e-6, up to the profile's 1e-4), DAS over three mask strengths and das_replay, the profile's own runs scored, not retrained.
 """
 from __future__ import annotations
 import argparse, os, sys, tempfile, time
@@ -40,10 +40,12 @@ DEFAULT = ['ncl_lr3e-5=ncl,lr=3e-5', 'ncl_lr5e-5=ncl,lr=5e-5', 'ncl_lr1e-4=ncl',
            'das_s0.5=das,strength=0.5', 'das_s1=das', 'das_s2=das,strength=2.0']
 LLM = 'models/llm/runs'   # the decoder profile's runs (dvc repro train_llm@<method>): their points scored, not retrained
 # The decoder's DAS and das_replay runs adapt a small fraction of what NCL and replay adapt at the profile's lr 1e-4
-# (llm/results/eval): the learning-rate curves reach down to 5e-6 so that those points can fall inside them.
-DEFAULT_LLM = ['ncl_lr5e-6=ncl,lr=5e-6', 'ncl_lr2e-5=ncl,lr=2e-5', f'ncl_lr1e-4=ncl,run={LLM}/ncl',
+# (llm/results/eval): at lr 5e-6 NCL and replay still adapt more than DAS (and das_replay) do, so the learning-rate curves
+# reach down to 2e-6 (NCL) and 1e-6 (replay), below those points (benchmarks/results/tradeoff_llm.json).
+DEFAULT_LLM = ['ncl_lr2e-6=ncl,lr=2e-6', 'ncl_lr5e-6=ncl,lr=5e-6', 'ncl_lr2e-5=ncl,lr=2e-5', f'ncl_lr1e-4=ncl,run={LLM}/ncl',
                'das_s0.5=das,strength=0.5', f'das_s1=das,run={LLM}/das', 'das_s2=das,strength=2.0',
-               'replay_lr5e-6=replay,lr=5e-6', 'replay_lr2e-5=replay,lr=2e-5', f'replay_lr1e-4=replay,run={LLM}/replay',
+               'replay_lr1e-6=replay,lr=1e-6', 'replay_lr5e-6=replay,lr=5e-6', 'replay_lr2e-5=replay,lr=2e-5',
+               f'replay_lr1e-4=replay,run={LLM}/replay',
                f'das_replay=das_replay,run={LLM}/das_replay']
 PROFILE = {'study': {'configs': DEFAULT, 'out': 'benchmarks/results/tradeoff.json', 'max_blocks': 128, 'seeds': [0, 1], 'domains': 2},
            'llm': {'configs': DEFAULT_LLM, 'out': 'benchmarks/results/tradeoff_llm.json', 'max_blocks': None, 'seeds': [0], 'domains': 3}}

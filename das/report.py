@@ -873,7 +873,7 @@ def figure_stability_plasticity(results: dict, # {method: results} (current_resu
                         yerr=[2 * p[1]['general_forgetting']['se'] for p in pts], fmt='-', marker='o', ms=4, capsize=2, color=hi.get(f, 'grey'),
                         label={'ncl': 'NCL over its learning rate', 'das': 'DAS over its mask strength', 'replay': 'replay over its learning rate'}.get(f, f))
         ax.set(xlabel='adaptation (nats)', ylabel='general forgetting (nats)', title=f'at equal adaptation: {_span(tradeoff)}')
-        ax.grid(alpha=.3); ax.legend(fontsize=8, loc='upper left')
+        ax.grid(alpha=.3); ax.legend(fontsize=8, loc='best')   # 'best': never over a point (the decoder's DAS sits top left)
     fig.tight_layout()
     fig.text(0.01, -0.03, 'error bars: 2 standard errors over held-out blocks (paired comparisons in the text are tighter)', fontsize=8, color='dimgrey')
     return fig

@@ -56,7 +56,7 @@ def sh(repo, *cmd, check=True):
 
 PIPELINE_FILES = ('dvc.yaml', 'settings.ini', 'benchmarks/results/protocol.json',   # the report stage reads the diagnoses
                   'benchmarks/results/das_settings.json', 'benchmarks/results/importance_similarity.json',
-                  'benchmarks/results/tradeoff.json', 'results/code_equivalence.json',   # the report quotes the code equivalence
+                  'benchmarks/results/tradeoff.json', 'benchmarks/results/tradeoff_llm.json', 'results/code_equivalence.json',   # the report quotes the code equivalence
                   'results/update_ratio.json', 'benchmarks/results/softmask_evidence_llm.json')   # the README's figure and findings
 
 
