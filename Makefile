@@ -63,7 +63,7 @@ sync-check: env
 	@echo "das/ matches nbs/ and notebooks are clean"
 
 ## test: sync check, pytest over tests/, and every notebook (heavy cells flagged `slow` are skipped)
-## pytest runs on two workers (pytest-xdist): the pipeline tests that share one toy study stay on one (xdist_group)
+## pytest runs on two workers (pytest-xdist, --dist loadgroup: the toy study's pipeline tests are one work unit, xdist_group)
 PYTEST_WORKERS ?= 2
 test: data sync-check
 	$(BIN)/pytest -q tests --durations=25 -n $(PYTEST_WORKERS) --dist loadgroup

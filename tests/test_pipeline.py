@@ -111,7 +111,7 @@ def studied(repo):
     return out
 
 
-@pytest.mark.xdist_group('studied')   # one toy study per worker: its tests on one worker (make test's --dist loadgroup)
+@pytest.mark.xdist_group('studied')   # the toy study's tests: one xdist work unit (make test's --dist loadgroup)
 def test_repro_status_noop_and_selective_rerun(repo, studied):
     out = studied
     stages = {'warmup', 'custom_domains', 'general_importance', 'report', 'docs'} | {f'{s}@{m}' for s in ('train', 'evaluate', 'importance') for m in ('base', 'ncl', 'das')}
@@ -152,7 +152,7 @@ def test_repro_status_noop_and_selective_rerun(repo, studied):
     sh(repo, 'git', 'add', '-A'); sh(repo, 'git', 'commit', '-qm', 'lam')
 
 
-@pytest.mark.xdist_group('studied')   # one toy study per worker: its tests on one worker (make test's --dist loadgroup)
+@pytest.mark.xdist_group('studied')   # the toy study's tests: one xdist work unit (make test's --dist loadgroup)
 def test_exp_run_set_param(repo, studied):
     "`dvc exp run -S` sets one parameter and reruns exactly the stages that read it (here the quick profile's report only)."
     out = sh(repo, 'dvc', 'exp', 'run', '-S', 'quick.report.budget_h=1.0', '-n', 'quick_budget')
@@ -171,7 +171,7 @@ def test_exp_run_set_shared_param(repo, studied):
     assert 'smaller_test' in sh(repo, 'dvc', 'exp', 'list')
 
 
-@pytest.mark.xdist_group('studied')   # one toy study per worker: its tests on one worker (make test's --dist loadgroup)
+@pytest.mark.xdist_group('studied')   # the toy study's tests: one xdist work unit (make test's --dist loadgroup)
 def test_report_rebuilds_from_git_alone(repo, studied, tmp_path):
     "A fresh clone has no models and no DVC cache: the A matrices and importance tensors in git are all the report needs."
     assert not (ROOT/'results'/'eval'/'.gitignore').exists() and not (repo/'results'/'eval'/'.gitignore').exists()
