@@ -82,8 +82,9 @@ def is_ablation(method: str, res: dict | None = None) -> bool: # res: its result
 
 def paper_row(method: str, res: dict | None = None) -> str: # res: its results (a composition is read from them)
     "What the DAS paper reports for `method` (an ablation: its Table 3), or '' for a method it does not know."
-    if composed_of(res): return f"not in the paper: {' and '.join(composed_of(res))} as plugins of one loop"
-    if is_ablation(method, res): return 'ablation (Table 3)'
+    parts = composed_of(res)
+    if parts: return f"not in the paper: {' and '.join(parts)} as plugins of one loop"
+    if method.startswith('das_'): return 'ablation (Table 3)'
     return PAPER_ROWS.get(method, '')
 
 def claims(results: dict, # {method: results} (load_results)
@@ -873,7 +874,7 @@ def figure_stability_plasticity(results: dict, # {method: results} (current_resu
                         yerr=[2 * p[1]['general_forgetting']['se'] for p in pts], fmt='-', marker='o', ms=4, capsize=2, color=hi.get(f, 'grey'),
                         label={'ncl': 'NCL over its learning rate', 'das': 'DAS over its mask strength', 'replay': 'replay over its learning rate'}.get(f, f))
         ax.set(xlabel='adaptation (nats)', ylabel='general forgetting (nats)', title=f'at equal adaptation: {_span(tradeoff)}')
-        ax.grid(alpha=.3); ax.legend(fontsize=8, loc='best')   # 'best': never over a point (the decoder's DAS sits top left)
+        ax.grid(alpha=.3); ax.legend(fontsize=8, loc='best')   # where it covers the fewest points (at 'upper left' it hid the decoder's das_replay)
     fig.tight_layout()
     fig.text(0.01, -0.03, 'error bars: 2 standard errors over held-out blocks (paired comparisons in the text are tighter)', fontsize=8, color='dimgrey')
     return fig
